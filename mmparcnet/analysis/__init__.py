@@ -1,0 +1,3 @@
+from .complexity import ClassifierForCounting, count_parameters, count_macs
+
+__all__ = ['ClassifierForCounting', 'count_parameters', 'count_macs']

@@ -1,0 +1,126 @@
+"""Writing OpenMMLab checkpoints from published ParCNetV2 checkpoints.
+
+The output holds only tensors and plain metadata (it loads with
+``weights_only=True``): the backbone under ``backbone.``, and for a
+classifier its head under ``head.fc.`` (mmpretrain's ``LinearClsHead``) with
+the final LayerNorm as ``backbone.norm{last}``. Files are written
+atomically (a temporary file in the same folder, then a rename), never
+over an existing file unless asked, and read back to check every tensor.
+"""
+import os
+import os.path as osp
+import tempfile
+from collections import OrderedDict
+from typing import Any, Dict, Optional
+
+import torch
+
+from .loading import (CLASSIFIER_HEAD, CLASSIFIER_NORM, infer_arch,
+                      select_prefix, unwrap_state_dict)
+from .safe_io import CheckpointError, load_checkpoint_file
+
+
+def to_openmmlab(state: Dict[str, torch.Tensor]) -> 'OrderedDict':
+    """Key a trunk state dict (classification or dense layout) for
+    OpenMMLab models: ``backbone.*`` and ``head.fc.*``."""
+    last = len(infer_arch(state)['depths']) - 1
+    out = OrderedDict()
+    for key, value in state.items():
+        if key in CLASSIFIER_HEAD:
+            out['head.fc.' + key.split('.', 1)[1]] = value
+        elif key in CLASSIFIER_NORM:
+            out[f'backbone.norm{last}.' + key.split('.', 1)[1]] = value
+        else:
+            out['backbone.' + key] = value
+    return out
+
+
+def save_atomically(obj: Any, dst: str, overwrite: bool = False) -> None:
+    """``torch.save`` to a temporary file beside ``dst``, then rename.
+
+    Raises:
+        FileExistsError: ``dst`` exists and ``overwrite`` is False.
+    """
+    dst = osp.abspath(osp.expanduser(dst))
+    if osp.exists(dst) and not overwrite:
+        raise FileExistsError(f'{dst} exists; pass overwrite=True '
+                              f'(--force on the command line) to replace it')
+    folder = osp.dirname(dst)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(dst) + '.',
+                               suffix='.tmp', dir=folder)
+    try:
+        with os.fdopen(fd, 'wb') as file:
+            torch.save(obj, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, dst)
+    except BaseException:
+        if osp.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _check_written(dst: str, state: Dict[str, torch.Tensor]) -> None:
+    written = unwrap_state_dict(load_checkpoint_file(dst), dst)
+    if list(written) != list(state):
+        raise CheckpointError(f'{dst} was written but its keys differ from '
+                              f'what was meant to be saved')
+    for key, value in state.items():
+        if not torch.equal(written[key], value):
+            raise CheckpointError(f'{dst} was written but tensor {key} '
+                                  f'reads back different')
+
+
+def convert_checkpoint(src: str,
+                       dst: str,
+                       overwrite: bool = False,
+                       use_ema: bool = False,
+                       prefix: Optional[str] = None) -> Dict[str, Any]:
+    """Convert a published or reference checkpoint for OpenMMLab.
+
+    Args:
+        src (str): a published classification checkpoint (``.pth.tar``), a
+            reference dense-prediction state dict, or an OpenMMLab checkpoint.
+        dst (str): the file to write.
+        overwrite (bool): replace an existing ``dst``. Defaults to False.
+        use_ema (bool): convert ``state_dict_ema``. Defaults to False.
+        prefix (str, optional): take only keys under this prefix of ``src``.
+
+    Returns:
+        dict: the metadata written (layout, arch, kernel lengths).
+    """
+    state = unwrap_state_dict(load_checkpoint_file(src), src, use_ema=use_ema)
+    state, layout = select_prefix(state, prefix)
+    out = to_openmmlab(state)
+    arch = infer_arch(state)
+    meta = dict(
+        mmparcnet=dict(
+            source=osp.basename(str(src)),
+            source_layout=layout,
+            ema=use_ema,
+            **arch))
+    save_atomically(dict(meta=meta, state_dict=out), dst, overwrite)
+    _check_written(dst, out)
+    return meta
+
+
+def resave_checkpoint(src: str,
+                      dst: str,
+                      overwrite: bool = False,
+                      trust_source: bool = False) -> None:
+    """Write any checkpoint again so that it loads with ``weights_only``.
+
+    Meant for mmengine checkpoints written without mmparcnet imported, whose
+    ``HistoryBuffer`` entries need ``builtins.getattr``. Reading such a file
+    runs its pickled code, so ``trust_source`` must be set explicitly.
+    """
+    try:
+        checkpoint = load_checkpoint_file(src)
+    except CheckpointError:
+        if not trust_source:
+            raise
+        checkpoint = torch.load(
+            osp.expanduser(src), map_location='cpu', weights_only=False)
+    save_atomically(checkpoint, dst, overwrite)
+    load_checkpoint_file(dst)  # must now load safely

@@ -1,0 +1,269 @@
+"""Published ParCNetV2 checkpoints into this package's backbone.
+
+Three layouts are recognised (``PARCNETV2_SPEC.md`` documents the first two):
+
+- ``'classification'``: the published timm-style classifier (``state_dict``,
+  ``state_dict_ema`` or ``model`` inside, perhaps ``module.`` prefixes): the
+  trunk, the final LayerNorm ``norm.*`` and the classifier ``head.*``;
+- ``'dense'``: the reference dense-prediction backbone, the trunk plus the
+  output norms ``norm0..norm3`` (also what this backbone's own state dict is);
+- ``'openmmlab'``: a whole-model OpenMMLab checkpoint, backbone keys under
+  ``backbone.`` (or under the ``prefix`` given).
+
+All foreign key names are mapped in :func:`to_backbone_keys`, the one place
+that knows them. Oversized kernels stored at another length are resized by
+linear interpolation; any other shape mismatch is an error that names the
+tensor; missing and unexpected keys are logged by name.
+"""
+import logging
+import re
+from collections import OrderedDict
+from typing import Dict, List, Optional, Tuple
+
+import torch
+from mmengine.logging import print_log
+from torch import Tensor, nn
+
+from ..models.layers.oversized_conv import resize_kernel
+from .safe_io import CheckpointError, load_checkpoint_file
+
+_WRAPPER_KEYS = ('state_dict', 'model', 'module')
+_KERNEL_KEY = re.compile(r'\.dwconv1\.conv_([hw])\.weight$')
+_STAGE_NORM_KEY = re.compile(r'^norm(\d+)\.(weight|bias)$')
+CLASSIFIER_NORM = ('norm.weight', 'norm.bias')
+CLASSIFIER_HEAD = ('head.weight', 'head.bias')
+
+
+def _log(message: str, level: int = logging.INFO) -> None:
+    print_log(message, logger='current', level=level)
+
+
+def unwrap_state_dict(checkpoint, source: str = 'checkpoint',
+                      use_ema: bool = False) -> Dict[str, Tensor]:
+    """The tensor dict inside a loaded checkpoint, ``module.`` prefixes gone.
+
+    Args:
+        checkpoint: what :func:`load_checkpoint_file` returned.
+        source (str): a name for messages. Defaults to 'checkpoint'.
+        use_ema (bool): take ``state_dict_ema`` where there is one.
+            Defaults to False.
+    """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f'{source} holds a {type(checkpoint).__name__}'
+                              f', not a dict of tensors')
+    state = checkpoint
+    if use_ema:
+        if not isinstance(checkpoint.get('state_dict_ema'), dict):
+            raise CheckpointError(f'{source} has no state_dict_ema')
+        state = checkpoint['state_dict_ema']
+    else:
+        for key in _WRAPPER_KEYS:
+            if isinstance(checkpoint.get(key), dict):
+                state = checkpoint[key]
+                break
+    tensors = OrderedDict()
+    for key, value in state.items():
+        if not isinstance(value, Tensor):
+            continue
+        if key.startswith('module.'):
+            key = key[len('module.'):]
+        tensors[key] = value
+    if not tensors:
+        raise CheckpointError(f'{source} holds no tensors (keys: '
+                              f'{sorted(checkpoint)[:8]})')
+    return tensors
+
+
+def detect_layout(state: Dict[str, Tensor]) -> str:
+    """``'classification'``, ``'dense'`` or ``'openmmlab'`` (see module doc)."""
+    if any(key.startswith('backbone.') for key in state):
+        return 'openmmlab'
+    if not any(key.startswith(('downsample_layers.', 'stages.'))
+               for key in state):
+        raise CheckpointError(
+            'not a ParCNetV2 checkpoint: no downsample_layers.* or stages.* '
+            f'keys (first keys: {list(state)[:5]})')
+    if any(key in state for key in CLASSIFIER_NORM + CLASSIFIER_HEAD):
+        return 'classification'
+    return 'dense'
+
+
+def infer_arch(state: Dict[str, Tensor]) -> Dict[str, List[int]]:
+    """Depths, dims and stored kernel lengths of a trunk state dict."""
+    depths, dims, lengths = [], [], []
+    stage = 0
+    while f'downsample_layers.{stage}.conv.weight' in state:
+        dims.append(state[f'downsample_layers.{stage}.conv.weight'].shape[0])
+        blocks = {
+            int(key.split('.')[2])
+            for key in state if key.startswith(f'stages.{stage}.')
+        }
+        depths.append(len(blocks))
+        kernel = state.get(f'stages.{stage}.0.token_mixer.dwconv1.conv_h'
+                           '.weight')
+        lengths.append(int(kernel.shape[2]) if kernel is not None else 0)
+        stage += 1
+    return dict(depths=depths, dims=dims, kernel_lengths=lengths)
+
+
+def select_prefix(state: Dict[str, Tensor],
+                  prefix: Optional[str]) -> Tuple[Dict[str, Tensor], str]:
+    """Keep the keys under ``prefix`` and name the layout.
+
+    Without a prefix, a whole-model OpenMMLab checkpoint gives its
+    ``backbone.`` keys and any other checkpoint is taken whole.
+    """
+    if prefix is None:
+        layout = detect_layout(state)
+        if layout != 'openmmlab':
+            return state, layout
+        prefix = 'backbone.'
+    if not prefix:
+        return state, detect_layout(state)
+    selected = OrderedDict((key[len(prefix):], value)
+                           for key, value in state.items()
+                           if key.startswith(prefix))
+    roots = sorted({key.split('.')[0] for key in state})
+    if not selected:
+        raise CheckpointError(f'no key starts with prefix {prefix!r}; the '
+                              f'checkpoint\'s top-level names are {roots}')
+    detect_layout(selected)  # raises if it is no ParCNetV2 trunk
+    others = [root for root in roots if root != prefix.split('.')[0]]
+    if others:
+        _log(f'taking the keys under {prefix!r}; not for the backbone: '
+             f'{", ".join(others)}')
+    return selected, 'openmmlab'
+
+
+def to_backbone_keys(state: Dict[str, Tensor],
+                     model: nn.Module) -> Tuple[Dict[str, Tensor], List[str]]:
+    """Map a trunk state dict to ``model``'s key names.
+
+    The classifier's final LayerNorm (``norm.*``) becomes the last output
+    norm when ``model`` pools before its final norm (classification use);
+    a dense backbone has scale-only channel norms there instead, so the
+    LayerNorm is set aside, as is the classifier ``head.*``. An output norm
+    whose kind (LayerNorm with bias, or scale-only channel norm) differs
+    from the model's is set aside too.
+
+    Returns:
+        The mapped dict, and the names that were set aside with the reason.
+    """
+    target = model.state_dict()
+    gap = getattr(model, 'gap_before_final_norm', False)
+    last = getattr(model, 'num_stages', 4) - 1
+    mapped, set_aside = OrderedDict(), []
+    for key, value in state.items():
+        if key in CLASSIFIER_HEAD:
+            set_aside.append(f'{key} (classifier head)')
+            continue
+        if key in CLASSIFIER_NORM:
+            if gap and f'norm{last}.weight' in target:
+                mapped[f'norm{last}.' + key.split('.')[1]] = value
+            else:
+                set_aside.append(f'{key} (classifier LayerNorm; this '
+                                 f'backbone has channel norms on its outputs)')
+            continue
+        mapped[key] = value
+    # an output norm with a bias is a LayerNorm (pooled output), one without
+    # is a channel norm (dense output): never load one kind into the other
+    for match in filter(None, map(_STAGE_NORM_KEY.match, list(mapped))):
+        index = match.group(1)
+        source_is_layernorm = f'norm{index}.bias' in mapped
+        target_is_layernorm = f'norm{index}.bias' in target
+        if (f'norm{index}.weight' in target
+                and source_is_layernorm != target_is_layernorm):
+            key = match.group(0)
+            mapped.pop(key)
+            kind = 'LayerNorm' if source_is_layernorm else 'channel norm'
+            set_aside.append(f'{key} (a {kind}, not the kind of this '
+                             f'backbone\'s norm{index})')
+    return mapped, set_aside
+
+
+def fit_kernels(state: Dict[str, Tensor],
+                model: nn.Module) -> Dict[Tuple[int, int], int]:
+    """Resize stored oversized kernels to the lengths ``model`` stores.
+
+    Any other shape mismatch raises :class:`CheckpointError` naming the
+    first mismatched tensor. Returns {(from, to): count} of resized kernels.
+    """
+    target = model.state_dict()
+    resized: Dict[Tuple[int, int], int] = {}
+    for key, value in state.items():
+        if key not in target or target[key].shape == value.shape:
+            continue
+        kernel = _KERNEL_KEY.search(key)
+        expected = target[key].shape
+        if kernel and value.shape[:2] == expected[:2] and value.dim() == 4:
+            vertical = kernel.group(1) == 'h'
+            axis = 2 if vertical else 3
+            length = expected[axis]
+            if value.shape[5 - axis] == 1:
+                state[key] = resize_kernel(value, length, vertical=vertical)
+                pair = (value.shape[axis], length)
+                resized[pair] = resized.get(pair, 0) + 1
+                continue
+        arch = infer_arch(state)
+        raise CheckpointError(
+            f'checkpoint tensor {key} has shape {tuple(value.shape)}, the '
+            f'model expects {tuple(expected)}: the checkpoint is for another '
+            f'arch (depths={arch["depths"]}, dims={arch["dims"]}) than the '
+            f'model (depths={getattr(model, "depths", "?")}, '
+            f'dims={getattr(model, "dims", "?")})')
+    return resized
+
+
+def load_state_into(model: nn.Module, state: Dict[str, Tensor],
+                    source: str = 'checkpoint', layout: str = '') -> None:
+    """Map, fit and load ``state`` into ``model``; report what did not fit."""
+    mapped, set_aside = to_backbone_keys(state, model)
+    resized = fit_kernels(mapped, model)
+    target_keys = set(model.state_dict())
+    unexpected = [key for key in mapped if key not in target_keys]
+    missing = [key for key in model.state_dict() if key not in mapped]
+    model.load_state_dict(
+        OrderedDict((k, v) for k, v in mapped.items() if k in target_keys),
+        strict=False)
+    _log(f'loaded {len(mapped) - len(unexpected)} tensors into '
+         f'{type(model).__name__} from {source}'
+         + (f' ({layout} layout)' if layout else ''))
+    for (old, new), count in sorted(resized.items()):
+        _log(f'resized {count} oversized kernels from {old} to {new} taps by '
+             f'linear interpolation (checkpoint trained at another size)')
+    if set_aside:
+        _log('not loaded: ' + '; '.join(set_aside), logging.WARNING)
+    if unexpected:
+        _log(f'unexpected keys in {source} (not in the model): '
+             f'{", ".join(unexpected)}', logging.WARNING)
+    if missing:
+        _log(f'missing in {source} (left at their initial values): '
+             f'{", ".join(missing)}', logging.WARNING)
+
+
+def load_pretrained(model: nn.Module,
+                    checkpoint: str,
+                    prefix: Optional[str] = None,
+                    map_location='cpu',
+                    use_ema: bool = False) -> None:
+    """Load any supported ParCNetV2 checkpoint file into a backbone.
+
+    Args:
+        model (nn.Module): a :class:`~mmparcnet.models.ParCNetV2`.
+        checkpoint (str): path of the file (local, or a URL scheme mmengine
+            knows).
+        prefix (str, optional): take only keys under this prefix (for
+            example ``'backbone.'``); by default ``backbone.`` is taken when
+            the file is a whole-model OpenMMLab checkpoint.
+        map_location: as for :func:`torch.load`. Defaults to 'cpu'.
+        use_ema (bool): load ``state_dict_ema`` of a timm checkpoint.
+            Defaults to False.
+    """
+    if '://' in str(checkpoint):
+        from mmengine.runner.checkpoint import CheckpointLoader
+        loaded = CheckpointLoader.load_checkpoint(checkpoint, map_location)
+    else:
+        loaded = load_checkpoint_file(checkpoint, map_location)
+    state = unwrap_state_dict(loaded, str(checkpoint), use_ema=use_ema)
+    state, layout = select_prefix(state, prefix)
+    load_state_into(model, state, str(checkpoint), layout)

@@ -1,0 +1,3 @@
+from .parcnetv2 import ParCNetV2
+
+__all__ = ['ParCNetV2']

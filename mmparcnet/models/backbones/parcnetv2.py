@@ -1,0 +1,544 @@
+"""ParCNetV2: Oversized Kernel with Enhanced Attention (ICCV 2023).
+
+A pure-CNN backbone whose blocks mix tokens with a spatial bifurcate gate unit
+(an oversized depthwise convolution about twice the feature map, plus a 7x7
+depthwise convolution, gated by a pointwise branch) and mix channels with a
+channel bifurcate gate unit. This file reads top-down: the small layers, the
+two gate units, the block, then the backbone. Parameter names follow the
+published checkpoints, so they load as they are (see
+``mmparcnet.checkpoint``).
+
+Only PyTorch and mmengine are needed here; ``mmparcnet.registry`` makes the
+class known to MMDetection, MMSegmentation and MMPretrain.
+"""
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.model import BaseModule
+from torch import Tensor
+
+from ..layers.oversized_conv import (IMPLEMENTATIONS, KERNEL_MODES,
+                                     oversized_conv, stored_kernel_lengths)
+
+# ---------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------
+
+
+class ChannelNorm(nn.Module):
+    """ParCNetV2's channel norm ("LNG") on channels-last tensors.
+
+    ``y = (x - mean) / max(||x - mean||_2, eps) * weight``: a scale-only
+    LayerNorm whose divisor is the L2 norm over channels, not the RMS. It is
+    computed as one fused ``F.layer_norm`` with the scale divided by sqrt(C):
+    the L2 norm is sqrt(C) times the standard deviation, and an epsilon of
+    ``eps**2 / C`` inside the square root stands in for the ``max`` (the two
+    differ only where the centred vector is shorter than ``eps``).
+
+    Args:
+        channels (int): number of channels (the last dimension).
+        eps (float): lower bound of the norm. Defaults to 1e-6.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels = x.shape[-1]
+        return F.layer_norm(x, (channels, ),
+                            self.weight * channels**-0.5, None,
+                            self.eps * self.eps / channels)
+
+    def extra_repr(self) -> str:
+        return f'{self.weight.shape[0]}, eps={self.eps}'
+
+
+class ResScale(nn.Module):
+    """A learnable per-channel multiplier on the residual path."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self.scale
+
+
+def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
+    """Stochastic depth: zero whole samples of a residual branch."""
+    if drop_prob == 0. or not training:
+        return x
+    keep_prob = 1 - drop_prob
+    shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
+    mask = x.new_empty(shape).bernoulli_(keep_prob)
+    return x * mask / keep_prob
+
+
+class DropPath(nn.Module):
+
+    def __init__(self, drop_prob: float = 0.):
+        super().__init__()
+        self.drop_prob = drop_prob
+
+    def forward(self, x: Tensor) -> Tensor:
+        return drop_path(x, self.drop_prob, self.training)
+
+    def extra_repr(self) -> str:
+        return f'drop_prob={self.drop_prob}'
+
+
+def pointwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """A 1x1 convolution applied to a channels-last tensor as one GEMM.
+
+    The checkpoints store these layers as ``Conv2d`` weights (out, in, 1, 1);
+    on NHWC data the same computation is a plain linear layer.
+    """
+    return F.linear(x, conv.weight.flatten(1), conv.bias)
+
+
+class OversizedConv(nn.Module):
+    """Vertical then horizontal oversized depthwise convolution.
+
+    The kernels live in two bias-free ``Conv2d`` modules (``conv_h``,
+    ``conv_w``) so that their names and shapes match the checkpoints and the
+    ``Conv2d`` initialisers reach them; the computation itself is
+    :func:`~mmparcnet.models.layers.oversized_conv.oversized_conv`.
+
+    Args:
+        channels (int): number of channels.
+        kernel_length (int): stored kernel length K.
+        kernel_mode (str): ``'interpolate'`` or ``'fixed'``.
+        impl (str): oversized convolution implementation.
+    """
+
+    def __init__(self, channels: int, kernel_length: int, kernel_mode: str,
+                 impl: str):
+        super().__init__()
+        self.conv_h = nn.Conv2d(
+            channels, channels, (kernel_length, 1),
+            padding=(kernel_length // 2, 0), groups=channels, bias=False)
+        self.conv_w = nn.Conv2d(
+            channels, channels, (1, kernel_length),
+            padding=(0, kernel_length // 2), groups=channels, bias=False)
+        self.kernel_mode = kernel_mode
+        self.impl = impl
+
+    def forward(self, x: Tensor) -> Tensor:
+        return oversized_conv(x, self.conv_h.weight, self.conv_w.weight,
+                              self.kernel_mode, self.impl)
+
+    def extra_repr(self) -> str:
+        return f'kernel_mode={self.kernel_mode!r}, impl={self.impl!r}'
+
+
+# ---------------------------------------------------------------------------
+# Gate units and block
+# ---------------------------------------------------------------------------
+
+
+class SpatialBGU(nn.Module):
+    """Spatial bifurcate gate unit, the token mixer.
+
+    ``g, u = split(pwconv1(x))``; ``u = GELU(u)``;
+    ``out = pwconv2(g * (OC(u) + DWConv7x7(u)))``. Channels-last in and out.
+    """
+
+    def __init__(self, channels: int, kernel_length: int, kernel_mode: str,
+                 impl: str):
+        super().__init__()
+        self.pwconv1 = nn.Conv2d(channels, 2 * channels, 1)
+        self.dwconv1 = OversizedConv(channels, kernel_length, kernel_mode,
+                                     impl)
+        self.dwconv2 = nn.Conv2d(
+            channels, channels, 7, padding=3, groups=channels, bias=False)
+        self.pwconv2 = nn.Conv2d(channels, channels, 1, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        channels = x.shape[-1]
+        gate, value = pointwise(x, self.pwconv1).split(channels, dim=-1)
+        # NHWC data seen as NCHW (channels-last memory): no copy
+        value = F.gelu(value).permute(0, 3, 1, 2)
+        value = self.dwconv1(value) + self.dwconv2(value)
+        return pointwise(gate * value.permute(0, 2, 3, 1), self.pwconv2)
+
+
+class ChannelBGU(nn.Module):
+    """Channel bifurcate gate unit, the channel mixer.
+
+    ``a, b = split(fc1(x))`` (2.5C each); ``out = fc2(a * GELU(b))``.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        hidden = channels * 5 // 2
+        self.fc1 = nn.Linear(channels, 2 * hidden)
+        self.fc2 = nn.Linear(hidden, channels, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        value, gate = self.fc1(x).chunk(2, dim=-1)
+        return self.fc2(value * F.gelu(gate))
+
+
+class ParCNetV2Block(nn.Module):
+    """One ParCNetV2 block on channels-last tensors.
+
+    ``x = rs1(x) + drop_path(SpatialBGU(norm1(x)))``;
+    ``x = rs2(x) + drop_path(ChannelBGU(norm2(x)))``, where the ResScales
+    ``rs1``/``rs2`` exist in the last two stages only.
+    """
+
+    def __init__(self,
+                 channels: int,
+                 kernel_length: int,
+                 kernel_mode: str,
+                 impl: str,
+                 drop_path_rate: float = 0.,
+                 res_scale: bool = False):
+        super().__init__()
+        self.norm1 = ChannelNorm(channels)
+        self.token_mixer = SpatialBGU(channels, kernel_length, kernel_mode,
+                                      impl)
+        self.norm2 = ChannelNorm(channels)
+        self.mlp = ChannelBGU(channels)
+        self.drop_path = DropPath(drop_path_rate)
+        self.res_scale1 = ResScale(channels) if res_scale else nn.Identity()
+        self.res_scale2 = ResScale(channels) if res_scale else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.res_scale1(x) + self.drop_path(self.token_mixer(
+            self.norm1(x)))
+        return self.res_scale2(x) + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class Stem(nn.Module):
+    """Stage 0's downsampling: 7x7 stride-4 convolution, then a channel norm."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, channels, 7, stride=4, padding=2)
+        self.post_norm = ChannelNorm(channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.post_norm(self.conv(x).permute(0, 2, 3, 1))
+
+
+class Downsample(nn.Module):
+    """A later stage's downsampling: channel norm, 3x3 stride-2 convolution."""
+
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.pre_norm = ChannelNorm(in_channels)
+        self.conv = nn.Conv2d(in_channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.pre_norm(x).permute(0, 3, 1, 2)
+        return self.conv(x).permute(0, 2, 3, 1)
+
+
+# ---------------------------------------------------------------------------
+# The backbone
+# ---------------------------------------------------------------------------
+
+
+class ParCNetV2(BaseModule):
+    """ParCNetV2 backbone.
+
+    A PyTorch implementation of `ParCNetV2: Oversized Kernel with Enhanced
+    Attention <https://arxiv.org/abs/2211.07157>`_ for OpenMMLab 2.0, with
+    the oversized kernels resized to every input size.
+
+    Args:
+        arch (str | dict): ``'xt'``, ``'tiny'``, ``'small'``, ``'base'`` or a
+            dict with ``depths`` and ``dims`` (one entry per stage).
+            Defaults to ``'tiny'``.
+        in_channels (int): channels of the input image. Defaults to 3.
+        out_indices (Sequence[int] | int): stages whose outputs are returned;
+            negative indices count from the last stage. Defaults to
+            ``(0, 1, 2, 3)``.
+        drop_path_rate (float): stochastic depth rate, growing linearly from
+            0 over all blocks to this value. Defaults to 0.
+        frozen_stages (int): stages (with their downsampling layers and output
+            norms) to freeze; 0 freezes none. Defaults to 0.
+        norm_eval (bool): keep the frozen stages' layers in eval mode during
+            training. ParCNetV2 has no running statistics, so this only
+            matters for subclasses; it is kept for config compatibility.
+            Defaults to False.
+        with_cp (bool): use gradient checkpointing on every block to save
+            memory at the cost of speed. Defaults to False.
+        kernel_mode (str): how the stored oversized kernels meet a feature
+            map: ``'interpolate'`` resizes them to 2H-1 and 2W-1 taps by
+            linear interpolation (the paper's multi-scale behaviour);
+            ``'fixed'`` uses them as stored with zero padding K // 2 (the
+            reference dense-prediction code). Defaults to ``'interpolate'``.
+        pretrain_size (int): input size the oversized kernels are stored
+            for; stage i keeps 2 * m_i - 1 taps for its map size m_i (111, 55,
+            27, 13 at 224). Defaults to 224.
+        gap_before_final_norm (bool): return, for each output stage, the
+            global average pool followed by a LayerNorm with bias (the
+            classifier's final norm) instead of the dense feature map after a
+            channel norm. Use with ``out_indices=(3, )`` for classification.
+            Defaults to False.
+        oversized_conv_impl (str): implementation of the oversized
+            convolution, ``'auto'`` or ``'direct'``. Defaults to ``'auto'``.
+        init_cfg (dict | list[dict], optional): initialisation config. The
+            default is the reference dense-prediction initialisation; a
+            ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` entry
+            loads a published classification checkpoint, a reference
+            dense-prediction state dict or an OpenMMLab checkpoint.
+    """
+    arch_settings = {
+        'xt': {
+            'depths': [3, 3, 9, 2],
+            'dims': [48, 96, 192, 320]
+        },
+        'tiny': {
+            'depths': [3, 3, 12, 3],
+            'dims': [64, 128, 320, 512]
+        },
+        'small': {
+            'depths': [3, 9, 24, 3],
+            'dims': [64, 128, 320, 512]
+        },
+        'base': {
+            'depths': [3, 9, 24, 3],
+            'dims': [96, 192, 384, 576]
+        },
+    }
+    # aliases used by the reference code and papers
+    arch_aliases = {'extra_tiny': 'xt', 't': 'tiny', 's': 'small', 'b': 'base'}
+    # the last two stages carry ResScale on both residual paths
+    res_scale_stages = (2, 3)
+
+    def __init__(self,
+                 arch: Union[str, Dict] = 'tiny',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 drop_path_rate: float = 0.,
+                 frozen_stages: int = 0,
+                 norm_eval: bool = False,
+                 with_cp: bool = False,
+                 kernel_mode: str = 'interpolate',
+                 pretrain_size: int = 224,
+                 gap_before_final_norm: bool = False,
+                 oversized_conv_impl: str = 'auto',
+                 init_cfg: Optional[Union[Dict, List[Dict]]] = [
+                     dict(type='TruncNormal', layer='Linear', std=.02,
+                          bias=0.),
+                     dict(type='TruncNormalFanOut', layer='Conv2d', bias=0.),
+                 ]):
+        super().__init__(init_cfg=copy.deepcopy(init_cfg))
+        self.depths, self.dims = self._parse_arch(arch)
+        self.num_stages = len(self.depths)
+        self.in_channels = in_channels
+        self.out_indices = self._parse_out_indices(out_indices,
+                                                   self.num_stages)
+        if not 0 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [0, {self.num_stages}]'
+                             f', got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        if kernel_mode not in KERNEL_MODES:
+            raise ValueError(f'unknown kernel_mode {kernel_mode!r}; expected '
+                             f'one of {KERNEL_MODES}')
+        if oversized_conv_impl not in IMPLEMENTATIONS:
+            raise ValueError(f'unknown oversized_conv_impl '
+                             f'{oversized_conv_impl!r}; expected one of '
+                             f'{IMPLEMENTATIONS}')
+        if not 0. <= drop_path_rate < 1.:
+            raise ValueError(
+                f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        self.kernel_mode = kernel_mode
+        self.pretrain_size = pretrain_size
+        self.kernel_lengths = stored_kernel_lengths(pretrain_size,
+                                                    self.num_stages)
+        self.gap_before_final_norm = gap_before_final_norm
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+        self.downsample_layers = nn.ModuleList()
+        self.stages = nn.ModuleList()
+        rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
+        for i, (depth, dim) in enumerate(zip(self.depths, self.dims)):
+            if i == 0:
+                self.downsample_layers.append(Stem(in_channels, dim))
+            else:
+                self.downsample_layers.append(
+                    Downsample(self.dims[i - 1], dim))
+            first = sum(self.depths[:i])
+            self.stages.append(
+                nn.Sequential(*[
+                    ParCNetV2Block(
+                        dim,
+                        self.kernel_lengths[i],
+                        kernel_mode,
+                        oversized_conv_impl,
+                        drop_path_rate=rates[first + j],
+                        res_scale=i in self.res_scale_stages)
+                    for j in range(depth)
+                ]))
+
+        for i in self.out_indices:
+            norm = (nn.LayerNorm(self.dims[i], eps=1e-6)
+                    if gap_before_final_norm else ChannelNorm(self.dims[i]))
+            self.add_module(f'norm{i}', norm)
+
+        self._freeze_stages()
+
+    # -- construction helpers ------------------------------------------------
+
+    @classmethod
+    def _parse_arch(cls, arch) -> Tuple[List[int], List[int]]:
+        if isinstance(arch, str):
+            name = cls.arch_aliases.get(arch.lower(), arch.lower())
+            if name not in cls.arch_settings:
+                raise ValueError(
+                    f'unknown ParCNetV2 arch {arch!r}; expected one of '
+                    f'{sorted(cls.arch_settings)} or a dict with depths and '
+                    f'dims')
+            arch = cls.arch_settings[name]
+        if not isinstance(arch, dict):
+            raise TypeError(f'arch must be a str or a dict, got {type(arch)}')
+        missing = {'depths', 'dims'} - set(arch)
+        if missing:
+            raise ValueError(f'a custom arch needs the keys depths and dims; '
+                             f'missing {sorted(missing)}')
+        depths, dims = list(arch['depths']), list(arch['dims'])
+        if len(depths) != len(dims):
+            raise ValueError(f'arch depths and dims must have the same length'
+                             f', got depths={depths} and dims={dims}')
+        if not depths:
+            raise ValueError('arch needs at least one stage')
+        if any(not isinstance(d, int) or d < 1 for d in depths):
+            raise ValueError(f'arch depths must be positive integers, got '
+                             f'{depths}')
+        if any(not isinstance(d, int) or d < 2 or d % 2 for d in dims):
+            # the channel gate unit splits 5C into two halves of 2.5C
+            raise ValueError(f'arch dims must be positive even integers, got '
+                             f'{dims}')
+        return depths, dims
+
+    @staticmethod
+    def _parse_out_indices(out_indices, num_stages) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, Sequence) or not out_indices:
+            raise TypeError(f'out_indices must be an int or a non-empty '
+                            f'sequence of ints, got {out_indices!r}')
+        parsed = []
+        for index in out_indices:
+            if not -num_stages <= index < num_stages:
+                raise ValueError(f'out_indices {list(out_indices)} out of '
+                                 f'range for {num_stages} stages')
+            parsed.append(index % num_stages)
+        return tuple(parsed)
+
+    # -- weights ---------------------------------------------------------------
+
+    def init_weights(self):
+        """Initialise, then load a ``Pretrained`` checkpoint if one is given.
+
+        The checkpoint is read safely (no code runs), its layout (published
+        classification, reference dense prediction or OpenMMLab) is detected,
+        kernels stored at another length are resized, and missing or
+        unexpected keys are logged by name.
+        """
+        from ...checkpoint.loading import load_pretrained
+        cfgs = self.init_cfg or []
+        cfgs = [cfgs] if isinstance(cfgs, dict) else list(cfgs)
+        pretrained = [c for c in cfgs if c.get('type') == 'Pretrained']
+        others = [c for c in cfgs if c.get('type') != 'Pretrained']
+        if others:
+            self.init_cfg = others
+            super().init_weights()
+            self.init_cfg = cfgs
+        for cfg in pretrained:
+            load_pretrained(
+                self,
+                cfg['checkpoint'],
+                prefix=cfg.get('prefix'),
+                map_location=cfg.get('map_location', 'cpu'))
+        self._is_init = True
+
+    # -- forward ---------------------------------------------------------------
+
+    def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f'ParCNetV2 expects input of shape (N, {self.in_channels}, H,'
+                f' W) (in_channels={self.in_channels}), got '
+                f'{tuple(x.shape)}')
+        outs = []
+        for i in range(self.num_stages):
+            x = self.downsample_layers[i](x)
+            stage = self.stages[i]
+            if self.with_cp and x.requires_grad:
+                for block in stage:
+                    x = cp.checkpoint(block, x, use_reentrant=False)
+            else:
+                x = stage(x)
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}')
+                if self.gap_before_final_norm:
+                    outs.append(norm(x.mean(dim=(1, 2))))
+                else:
+                    outs.append(norm(x).permute(0, 3, 1, 2))
+        return tuple(outs)
+
+    # -- training helpers ----------------------------------------------------
+
+    def _frozen_modules(self):
+        for i in range(self.frozen_stages):
+            yield self.downsample_layers[i]
+            yield self.stages[i]
+            if i in self.out_indices:
+                yield getattr(self, f'norm{i}')
+
+    def _freeze_stages(self):
+        for module in self._frozen_modules():
+            module.eval()
+            for param in module.parameters():
+                param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def get_layer_depth(self, param_name: str, prefix: str = ''):
+        """Layer id of a parameter, for layer-wise learning-rate decay.
+
+        The stem is layer 0, block j of stage i is layer
+        ``1 + sum(depths[:i]) + j``; a later stage's downsampling layer shares
+        the id of that stage's first block, and output norms share the id of
+        their stage's last block. Parameters outside the backbone (the head)
+        get the largest id.
+
+        Args:
+            param_name (str): name of the parameter.
+            prefix (str): prefix of backbone parameters in ``param_name``.
+                Defaults to ''.
+
+        Returns:
+            Tuple[int, int]: the layer id and the number of layer ids.
+        """
+        num_layers = sum(self.depths) + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        parts = name.split('.')
+        if parts[0] == 'downsample_layers':
+            stage = int(parts[1])
+            layer_id = 0 if stage == 0 else 1 + sum(self.depths[:stage])
+        elif parts[0] == 'stages':
+            stage, block = int(parts[1]), int(parts[2])
+            layer_id = 1 + sum(self.depths[:stage]) + block
+        elif parts[0].startswith('norm') and parts[0][4:].isdigit():
+            layer_id = sum(self.depths[:int(parts[0][4:]) + 1])
+        else:
+            layer_id = num_layers - 1
+        return layer_id, num_layers

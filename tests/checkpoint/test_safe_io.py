@@ -1,0 +1,168 @@
+"""mmengine checkpoints on torch >= 2.6 once mmparcnet is imported."""
+import pickletools
+
+import pytest
+import torch
+from mmengine.logging import HistoryBuffer
+from mmengine.model import BaseModel
+from mmengine.runner import Runner
+from mmengine.runner.checkpoint import _load_checkpoint
+
+import mmparcnet  # noqa: F401
+from mmparcnet.checkpoint import CheckpointError, load_checkpoint_file
+from mmparcnet.checkpoint.safe_io import TRUST_ENV
+from mmparcnet.models import ParCNetV2
+
+
+class TinyClassifier(BaseModel):
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = ParCNetV2(
+            dict(depths=[1, 1], dims=[8, 16]), out_indices=(1, ),
+            gap_before_final_norm=True)
+        self.head = torch.nn.Linear(16, 2)
+
+    def forward(self, inputs, labels, mode='tensor'):
+        logits = self.head(self.backbone(inputs)[0])
+        if mode == 'loss':
+            return dict(loss=torch.nn.functional.cross_entropy(
+                logits, labels))
+        return logits
+
+
+class RandomImages(torch.utils.data.Dataset):
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, index):
+        generator = torch.Generator().manual_seed(index)
+        return dict(inputs=torch.randn(3, 32, 32, generator=generator),
+                    labels=torch.tensor(index % 2))
+
+
+def make_runner(work_dir, max_iters=4, **kwargs):
+    return Runner(
+        model=TinyClassifier(),
+        work_dir=str(work_dir),
+        train_dataloader=dict(
+            dataset=RandomImages(),
+            sampler=dict(type='DefaultSampler', shuffle=True),
+            batch_size=2,
+            collate_fn=dict(type='default_collate')),
+        train_cfg=dict(by_epoch=False, max_iters=max_iters),
+        optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
+        default_hooks=dict(
+            checkpoint=dict(type='CheckpointHook', interval=2,
+                            by_epoch=False),
+            logger=dict(type='LoggerHook', interval=1)),
+        randomness=dict(seed=0),
+        default_scope='mmengine',
+        **kwargs)
+
+
+@pytest.fixture(scope='module')
+def runner_checkpoint(tmp_path_factory):
+    work_dir = tmp_path_factory.mktemp('runner')
+    runner = make_runner(work_dir)
+    runner.train()
+    return work_dir / 'iter_4.pth', runner
+
+
+def globals_in(path):
+    """Every global a torch.save file's pickle asks for."""
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        name = next(n for n in archive.namelist() if n.endswith('data.pkl'))
+        data = archive.read(name)
+    found, strings = set(), []
+    for opcode, arg, _ in pickletools.genops(data):
+        if opcode.name in ('SHORT_BINUNICODE', 'BINUNICODE', 'UNICODE'):
+            strings.append(arg)
+        elif opcode.name == 'GLOBAL':
+            found.add(arg.replace(' ', '.'))
+        elif opcode.name == 'STACK_GLOBAL':
+            found.add('.'.join(strings[-2:]))
+    return found
+
+
+def test_runner_checkpoint_holds_no_getattr(runner_checkpoint):
+    path, _ = runner_checkpoint
+    found = globals_in(path)
+    assert 'mmengine.logging.history_buffer.HistoryBuffer' in found
+    assert not any('getattr' in name for name in found), found
+
+
+def test_runner_checkpoint_loads_through_mmengine(runner_checkpoint,
+                                                  tmp_path):
+    path, trained = runner_checkpoint
+    # mmengine's own loading path (what --resume, load_from and
+    # tools/test.py use), with torch's default weights_only=True
+    checkpoint = _load_checkpoint(str(path), map_location='cpu')
+    assert checkpoint['meta']['iter'] == 4
+    buffers = checkpoint['message_hub']['log_scalars']
+    assert isinstance(buffers['train/loss'], HistoryBuffer)
+    assert buffers['train/loss'].mean() == \
+        trained.message_hub.get_scalar('train/loss').mean()
+    # resume: a new runner picks up weights, optimizer and iteration
+    resumed = make_runner(tmp_path, max_iters=6, resume=True,
+                          load_from=str(path))
+    resumed.train()
+    assert resumed.iter == 6
+    # load_from + evaluation-style loading
+    loaded = make_runner(tmp_path / 'eval')
+    loaded.load_checkpoint(str(path))
+    for key, value in trained.model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[key], value)
+
+
+def old_mmengine_getstate(self):
+    # what mmengine 0.10.7 writes without mmparcnet: the statistic methods
+    # go into the pickle, by way of builtins.getattr
+    self.__dict__.update(statistics_methods=self._statistics_methods)
+    return self.__dict__
+
+
+@pytest.fixture
+def old_checkpoint(tmp_path, monkeypatch):
+    buffer = HistoryBuffer()
+    buffer.update(1.5)
+    path = tmp_path / 'old_epoch_1.pth'
+    with monkeypatch.context() as patch:
+        patch.setattr(HistoryBuffer, '__getstate__', old_mmengine_getstate)
+        torch.save({'meta': {'epoch': 1},
+                    'message_hub': {'log_scalars': {'loss': buffer}},
+                    'state_dict': {'w': torch.ones(2)}}, path)
+    assert any('getattr' in name for name in globals_in(path))
+    return path
+
+
+def test_old_checkpoint_is_refused_with_a_clear_message(old_checkpoint,
+                                                        monkeypatch):
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with pytest.raises(CheckpointError) as error:
+        _load_checkpoint(str(old_checkpoint), map_location='cpu')
+    message = str(error.value)
+    assert 'getattr' in message and TRUST_ENV in message
+    assert 'mmparcnet-convert --resave' in message
+
+
+def test_trust_switch_loads_an_old_checkpoint(old_checkpoint, monkeypatch,
+                                              tmp_path):
+    monkeypatch.setenv(TRUST_ENV, str(tmp_path))
+    checkpoint = _load_checkpoint(str(old_checkpoint), map_location='cpu')
+    assert checkpoint['message_hub']['log_scalars']['loss'].current() == 1.5
+    monkeypatch.setenv(TRUST_ENV, str(tmp_path / 'elsewhere'))
+    with pytest.raises(CheckpointError, match='refused'):
+        _load_checkpoint(str(old_checkpoint), map_location='cpu')
+
+
+def test_numpy_values_load_safely(tmp_path):
+    import numpy as np
+    path = tmp_path / 'numpy.pth'
+    torch.save({'a': np.arange(3.), 'b': np.float32(2.5), 'c': np.int64(3),
+                'd': np.array(['x', 'y'])}, path)
+    loaded = load_checkpoint_file(str(path))
+    assert loaded['a'].tolist() == [0., 1., 2.] and loaded['b'] == 2.5
+    assert loaded['d'].tolist() == ['x', 'y']

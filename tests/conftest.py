@@ -1,0 +1,60 @@
+import os
+import os.path as osp
+
+import pytest
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+SHARED = os.environ.get('MMPARCNET_SHARED', osp.join(REPO, '..', 'shared'))
+FIXTURE = osp.join(SHARED, 'fixtures', 'official_parcnetv2_small_random.pt')
+
+
+@pytest.fixture(scope='session')
+def reference():
+    """Tensors from the published reference implementation (trusted test
+    data holding an argparse.Namespace, hence weights_only=False)."""
+    if not osp.isfile(FIXTURE):
+        pytest.fail(f'reference fixtures not found at {FIXTURE}; set '
+                    f'MMPARCNET_SHARED to the shared/ folder')
+    return torch.load(FIXTURE, weights_only=False)
+
+
+@pytest.fixture(scope='session')
+def reference_arch(reference):
+    config = reference['config']
+    return dict(depths=config['depths'], dims=config['dims'])
+
+
+@pytest.fixture
+def published_checkpoint(reference, tmp_path):
+    """The reference classifier checkpoint as a timm-style .pth.tar file."""
+    path = tmp_path / 'parcnetv2_custom.pth.tar'
+    torch.save(reference['official_cls_checkpoint'], path)
+    return str(path)
+
+
+class _LogText:
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    @property
+    def text(self):
+        return self._stream.getvalue()
+
+
+@pytest.fixture
+def mmengine_log():
+    """What mmengine's current logger prints (it does not propagate to the
+    root logger, so pytest's caplog does not see it)."""
+    import io
+    import logging
+
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setLevel(logging.DEBUG)
+    logger.addHandler(handler)
+    yield _LogText(stream)
+    logger.removeHandler(handler)
