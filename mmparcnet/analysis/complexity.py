@@ -14,6 +14,8 @@ class ClassifierForCounting(nn.Module):
 
     def __init__(self, arch='tiny', num_classes: int = 1000, **kwargs):
         super().__init__()
+        # MACs are counted on the direct convolutions, as the paper does
+        kwargs.setdefault('oversized_conv_impl', 'direct')
         self.backbone = ParCNetV2(
             arch, out_indices=(-1, ), gap_before_final_norm=True, **kwargs)
         self.head = nn.Linear(self.backbone.dims[-1], num_classes)

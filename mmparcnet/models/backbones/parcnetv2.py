@@ -129,9 +129,11 @@ class OversizedConv(nn.Module):
         self.kernel_mode = kernel_mode
         self.impl = impl
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, local_kernel: Optional[Tensor] = None):
+        """``local_kernel``: a depthwise kernel whose result is added (the
+        block's 7x7 branch), computed in the same pass where that helps."""
         return oversized_conv(x, self.conv_h.weight, self.conv_w.weight,
-                              self.kernel_mode, self.impl)
+                              self.kernel_mode, self.impl, local_kernel)
 
     def extra_repr(self) -> str:
         return f'kernel_mode={self.kernel_mode!r}, impl={self.impl!r}'
@@ -155,6 +157,7 @@ class SpatialBGU(nn.Module):
         self.pwconv1 = nn.Conv2d(channels, 2 * channels, 1)
         self.dwconv1 = OversizedConv(channels, kernel_length, kernel_mode,
                                      impl)
+        # applied inside dwconv1 (same input, summed outputs)
         self.dwconv2 = nn.Conv2d(
             channels, channels, 7, padding=3, groups=channels, bias=False)
         self.pwconv2 = nn.Conv2d(channels, channels, 1, bias=False)
@@ -164,7 +167,7 @@ class SpatialBGU(nn.Module):
         gate, value = pointwise(x, self.pwconv1).split(channels, dim=-1)
         # NHWC data seen as NCHW (channels-last memory): no copy
         value = F.gelu(value).permute(0, 3, 1, 2)
-        value = self.dwconv1(value) + self.dwconv2(value)
+        value = self.dwconv1(value, local_kernel=self.dwconv2.weight)
         return pointwise(gate * value.permute(0, 2, 3, 1), self.pwconv2)
 
 
@@ -284,8 +287,12 @@ class ParCNetV2(BaseModule):
             classifier's final norm) instead of the dense feature map after a
             channel norm. Use with ``out_indices=(3, )`` for classification.
             Defaults to False.
-        oversized_conv_impl (str): implementation of the oversized
-            convolution, ``'auto'`` or ``'direct'``. Defaults to ``'auto'``.
+        oversized_conv_impl (str): how the oversized convolution (with the
+            7x7 branch) is computed: ``'direct'`` (depthwise convolutions, as
+            the reference code), ``'fft'`` (FFT, O(HW log HW)) or ``'auto'``
+            (per shape and device, see
+            :func:`~mmparcnet.models.layers.oversized_conv.choose_impl`).
+            All give the same numbers up to rounding. Defaults to ``'auto'``.
         init_cfg (dict | list[dict], optional): initialisation config. The
             default is the reference dense-prediction initialisation; a
             ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` entry

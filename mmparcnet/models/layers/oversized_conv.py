@@ -30,18 +30,38 @@ At the pretraining size both modes are the same computation.
 Implementations
 ---------------
 :func:`oversized_conv` is the one entry point the backbone calls; ``impl``
-picks how the convolution is evaluated. ``'direct'`` runs two depthwise
-``F.conv2d`` calls with the (resized) kernels, exactly as the reference code;
-it is the reference every other implementation is tested against.
+picks how it is evaluated, and the result is the same up to rounding:
+
+- ``'direct'``: two depthwise ``F.conv2d`` calls with the (resized) kernels,
+  exactly as the reference code. It costs HW(2H + 2W) multiply-adds per
+  channel, which dominates the whole network on detection-size inputs.
+- ``'fft'``: a zero-padded "same" correlation whose kernel reaches r taps
+  each way equals a circular correlation of any length N >= H + r (the
+  wrapped-around taps only ever meet the padding). So the map is padded to
+  N_h x N_w (about 2H x 2W), and one 2-D real FFT, a product with the
+  kernel spectrum, and one inverse FFT give the result in O(HW log HW). The
+  separable kernel's spectrum is the outer product of its two 1-D spectra,
+  and the block's 7x7 local depthwise kernel, passed as ``local_kernel``,
+  rides in the same spectrum for free. A custom autograd function computes
+  in float32 (also under fp16/bf16 autocast, returning the input dtype) and
+  saves its inputs rather than spectra, recomputing them in the backward.
+- ``'auto'``: ``'fft'`` where the direct path's work is large enough for the
+  FFT to win on that device, else ``'direct'`` (:func:`choose_impl`; the
+  choice depends only on the shape and the device type).
 """
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 KERNEL_MODES = ('interpolate', 'fixed')
-IMPLEMENTATIONS = ('auto', 'direct')
+IMPLEMENTATIONS = ('auto', 'direct', 'fft')
+
+# Direct-path multiply-adds (N * C * H * W * taps) above which the FFT path is
+# faster, per device type: measured with `mmparcnet-benchmark` (see README,
+# "Speed"). Unknown device types use the CPU value.
+FFT_THRESHOLDS = {'cpu': 2e7, 'cuda': 2.5e8}
 
 
 def stage_map_sizes(image_size: int, num_stages: int = 4) -> Tuple[int, ...]:
@@ -97,18 +117,205 @@ def resize_kernel(weight: Tensor, length: int, vertical: bool) -> Tensor:
     return resized.reshape(channels, 1, 1, length)
 
 
-def _direct(x: Tensor, k_h: Tensor, k_w: Tensor, pad_h: int,
-            pad_w: int) -> Tensor:
+def _direct(x: Tensor, k_h: Tensor, k_w: Tensor,
+            local_kernel: Optional[Tensor]) -> Tensor:
     channels = x.shape[1]
-    x = F.conv2d(x, k_h, padding=(pad_h, 0), groups=channels)
-    return F.conv2d(x, k_w, padding=(0, pad_w), groups=channels)
+    out = F.conv2d(x, k_h, padding=(k_h.shape[-2] // 2, 0), groups=channels)
+    out = F.conv2d(out, k_w, padding=(0, k_w.shape[-1] // 2),
+                   groups=channels)
+    if local_kernel is not None:
+        out = out + F.conv2d(
+            x, local_kernel, padding=(local_kernel.shape[-2] // 2,
+                                      local_kernel.shape[-1] // 2),
+            groups=channels)
+    return out
+
+
+# -- FFT path -----------------------------------------------------------------
+
+
+def fft_size(n: int) -> int:
+    """The smallest integer >= n whose prime factors are 2, 3, 5 and 7 (the
+    sizes pocketfft and cuFFT handle fastest)."""
+    size = max(n, 1)
+    while True:
+        rest = size
+        for prime in (2, 3, 5, 7):
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return size
+        size += 1
+
+
+def _reach(taps: int, size: int) -> int:
+    """How far a centred kernel of ``taps`` taps reaches on a map of
+    ``size``: taps beyond size - 1 never meet the map."""
+    return min(taps // 2, size - 1)
+
+
+def _circular(kernel: Tensor, length: int, dim: int, size: int) -> Tensor:
+    """Lay a centred kernel out for a circular correlation of ``length``:
+    offset d goes to index d mod length. Taps that cannot meet a map of
+    ``size`` are dropped first (they would wrap onto real ones)."""
+    taps = kernel.shape[dim]
+    centre, reach = taps // 2, _reach(taps, size)
+    kernel = kernel.narrow(dim, centre - reach, 2 * reach + 1)
+    pad = [0, 0] * (kernel.dim() - (dim % kernel.dim()) - 1)
+    kernel = F.pad(kernel, pad + [0, length - 2 * reach - 1])
+    return kernel.roll(-reach, dims=dim)
+
+
+def _kernel_spectrum(k_h: Tensor, k_w: Tensor, local_kernel: Optional[Tensor],
+                     size: Tuple[int, int], fft_shape: Tuple[int, int]):
+    """conj of the 2-D spectrum of (k_h outer k_w) [+ local_kernel], (C, Nh,
+    Nw // 2 + 1); the conjugate because a correlation is a convolution with
+    the reversed kernel."""
+    (height, width), (n_h, n_w) = size, fft_shape
+    c_h = _circular(k_h[:, 0, :, 0], n_h, 1, height)
+    c_w = _circular(k_w[:, 0, 0, :], n_w, 1, width)
+    spectrum = torch.fft.fft(c_h, dim=1)[:, :, None] * torch.fft.rfft(
+        c_w, dim=1)[:, None, :]
+    if local_kernel is not None:
+        local = _circular(local_kernel[:, 0], n_h, 1, height)
+        local = _circular(local, n_w, 2, width)
+        spectrum = spectrum + torch.fft.rfft2(local)
+    return spectrum.conj()
+
+
+def _fft_shape(x: Tensor, k_h: Tensor, k_w: Tensor,
+               local_kernel: Optional[Tensor]) -> Tuple[int, int]:
+    height, width = x.shape[-2:]
+    reach_h = _reach(k_h.shape[-2], height)
+    reach_w = _reach(k_w.shape[-1], width)
+    if local_kernel is not None:
+        reach_h = max(reach_h, _reach(local_kernel.shape[-2], height))
+        reach_w = max(reach_w, _reach(local_kernel.shape[-1], width))
+    return fft_size(height + reach_h), fft_size(width + reach_w)
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    # half precision FFTs lose too much (and need power-of-two sizes)
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+class _FFTCorrelation(torch.autograd.Function):
+    """Depthwise "same" correlation with (k_h outer k_w) [+ local] by FFT.
+
+    Computes in float32 (float64 for float64 input) whatever the input
+    dtype, and returns the input dtype; saves the inputs, not the
+    spectra, and recomputes the spectra in the backward pass.
+    """
+
+    @staticmethod
+    def forward(ctx, x, k_h, k_w, local_kernel):
+        ctx.dtypes = (x.dtype, k_h.dtype, k_w.dtype,
+                      None if local_kernel is None else local_kernel.dtype)
+        ctx.save_for_backward(x, k_h, k_w, local_kernel)
+        with torch.autocast(x.device.type, enabled=False):
+            return _FFTCorrelation._forward(x, k_h, k_w,
+                                            local_kernel).to(x.dtype)
+
+    @staticmethod
+    def _forward(x, k_h, k_w, local_kernel):
+        height, width = x.shape[-2:]
+        shape = _fft_shape(x, k_h, k_w, local_kernel)
+        dtype = _compute_dtype(x)
+        kernel = _kernel_spectrum(k_h.to(dtype), k_w.to(dtype),
+                                  None if local_kernel is None else
+                                  local_kernel.to(dtype), (height, width),
+                                  shape)
+        spectrum = torch.fft.rfft2(x.to(dtype), s=shape) * kernel
+        return torch.fft.irfft2(spectrum, s=shape)[..., :height, :width]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, k_h, k_w, local_kernel = ctx.saved_tensors
+        x_dtype, h_dtype, w_dtype, local_dtype = ctx.dtypes
+        with torch.autocast(grad.device.type, enabled=False):
+            grads = _FFTCorrelation._backward(grad, x, k_h, k_w, local_kernel,
+                                              ctx.needs_input_grad)
+        grad_x, grad_h, grad_w, grad_local = grads
+        return (None if grad_x is None else grad_x.to(x_dtype),
+                None if grad_h is None else grad_h.to(h_dtype),
+                None if grad_w is None else grad_w.to(w_dtype),
+                None if grad_local is None else grad_local.to(local_dtype))
+
+    @staticmethod
+    def _backward(grad, x, k_h, k_w, local_kernel, needs):
+        height, width = x.shape[-2:]
+        n_h, n_w = shape = _fft_shape(x, k_h, k_w, local_kernel)
+        dtype = _compute_dtype(x)
+        k_h, k_w = k_h.to(dtype), k_w.to(dtype)
+        local = None if local_kernel is None else local_kernel.to(dtype)
+        grad_spectrum = torch.fft.rfft2(grad.to(dtype), s=shape)
+        grad_x = grad_h = grad_w = grad_local = None
+        if needs[0]:
+            # the adjoint of a correlation is the convolution with the same
+            # kernel: multiply by the spectrum itself, not its conjugate
+            kernel = _kernel_spectrum(k_h, k_w, local, (height, width),
+                                      shape).conj()
+            grad_x = torch.fft.irfft2(grad_spectrum * kernel,
+                                      s=shape)[..., :height, :width]
+        if any(needs[1:]):
+            # d loss / d c[m] = sum_i g[i] x[i + m]: the correlation of x
+            # with the gradient, summed over the batch, at every circular
+            # offset m; read off at the offsets each kernel covers
+            cross = torch.fft.irfft2(
+                (torch.fft.rfft2(x.to(dtype), s=shape) *
+                 grad_spectrum.conj()).sum(0), s=shape)
+            if needs[1] or needs[2]:
+                c_h = _circular(k_h[:, 0, :, 0], n_h, 1, height)
+                c_w = _circular(k_w[:, 0, 0, :], n_w, 1, width)
+                if needs[1]:
+                    grad_h = _taps(torch.einsum('chw,cw->ch', cross, c_w),
+                                   k_h.shape[-2], 1, height)
+                    grad_h = grad_h[:, None, :, None]
+                if needs[2]:
+                    grad_w = _taps(torch.einsum('chw,ch->cw', cross, c_h),
+                                   k_w.shape[-1], 1, width)
+                    grad_w = grad_w[:, None, None, :]
+            if local is not None and needs[3]:
+                grad_local = _taps(
+                    _taps(cross, local.shape[-2], 1, height),
+                    local.shape[-1], 2, width)[:, None]
+        return grad_x, grad_h, grad_w, grad_local
+
+
+def _taps(circular: Tensor, taps: int, dim: int, size: int) -> Tensor:
+    """Inverse of :func:`_circular`: the values at offsets -taps//2 ..
+    taps//2 (zeros for taps that cannot meet a map of ``size``)."""
+    centre, reach = taps // 2, _reach(taps, size)
+    values = circular.roll(reach, dims=dim).narrow(dim, 0, 2 * reach + 1)
+    pad = [0, 0] * (values.dim() - dim - 1)
+    return F.pad(values, pad + [centre - reach, taps - centre - reach - 1])
+
+
+def direct_cost(x_shape, taps_h: int, taps_w: int) -> float:
+    """Multiply-adds of the direct path for an input of ``x_shape``."""
+    batch, channels, height, width = x_shape
+    return float(batch * channels * height * width) * (
+        min(taps_h, 2 * height - 1) + min(taps_w, 2 * width - 1))
+
+
+def choose_impl(x_shape, taps_h: int, taps_w: int, device_type: str) -> str:
+    """``'fft'`` or ``'direct'`` for a shape on a device type.
+
+    Deterministic: the direct path's multiply-adds against a threshold
+    measured for the device type (:data:`FFT_THRESHOLDS`).
+    """
+    threshold = FFT_THRESHOLDS.get(device_type, FFT_THRESHOLDS['cpu'])
+    if direct_cost(x_shape, taps_h, taps_w) >= threshold:
+        return 'fft'
+    return 'direct'
 
 
 def oversized_conv(x: Tensor,
                    k_h: Tensor,
                    k_w: Tensor,
                    mode: str = 'interpolate',
-                   impl: str = 'auto') -> Tensor:
+                   impl: str = 'auto',
+                   local_kernel: Optional[Tensor] = None) -> Tensor:
     """Apply ParCNetV2's oversized depthwise convolution.
 
     Args:
@@ -117,8 +324,11 @@ def oversized_conv(x: Tensor,
         k_w (Tensor): stored horizontal kernel, shape (C, 1, 1, K_w).
         mode (str): ``'interpolate'`` or ``'fixed'`` (see the module
             docstring). Defaults to ``'interpolate'``.
-        impl (str): ``'direct'`` or ``'auto'`` (the best available for the
-            shape and device). Defaults to ``'auto'``.
+        impl (str): ``'direct'``, ``'fft'`` or ``'auto'`` (chosen by
+            :func:`choose_impl`). Defaults to ``'auto'``.
+        local_kernel (Tensor, optional): a centred depthwise kernel (C, 1,
+            k, k) whose "same" correlation with ``x`` is added to the result
+            (ParCNetV2's 7x7 branch). Defaults to None.
 
     Returns:
         Tensor: output of shape (N, C, H, W).
@@ -133,4 +343,9 @@ def oversized_conv(x: Tensor,
     if mode == 'interpolate':
         k_h = resize_kernel(k_h, 2 * height - 1, vertical=True)
         k_w = resize_kernel(k_w, 2 * width - 1, vertical=False)
-    return _direct(x, k_h, k_w, k_h.shape[-2] // 2, k_w.shape[-1] // 2)
+    if impl == 'auto':
+        impl = choose_impl(x.shape, k_h.shape[-2], k_w.shape[-1],
+                           x.device.type)
+    if impl == 'fft':
+        return _FFTCorrelation.apply(x, k_h, k_w, local_kernel)
+    return _direct(x, k_h, k_w, local_kernel)

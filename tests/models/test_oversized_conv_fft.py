@@ -1,0 +1,134 @@
+"""The FFT oversized convolution against the direct (reference) path."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmparcnet.models import ParCNetV2
+from mmparcnet.models.layers.oversized_conv import (FFT_THRESHOLDS,
+                                                    choose_impl, fft_size,
+                                                    oversized_conv)
+
+
+def both_paths(x, k_h, k_w, local, mode, grad):
+    results = {}
+    for impl in ('direct', 'fft'):
+        tensors = [t.detach().clone().requires_grad_(True)
+                   for t in (x, k_h, k_w, local)]
+        out = oversized_conv(tensors[0], tensors[1], tensors[2], mode, impl,
+                             tensors[3])
+        out.backward(grad)
+        results[impl] = [out.detach()] + [t.grad for t in tensors]
+    return results['direct'], results['fft']
+
+
+def random_case(batch, channels, height, width, taps, local_taps, mode,
+                seed, dtype=torch.float64):
+    generator = torch.Generator().manual_seed(seed)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator, dtype=dtype)
+
+    return (rand(batch, channels, height, width), rand(channels, 1, taps, 1),
+            rand(channels, 1, 1, taps), rand(channels, 1, local_taps,
+                                             local_taps),
+            rand(batch, channels, height, width))
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 3), channels=st.integers(1, 5),
+       height=st.integers(1, 24), width=st.integers(1, 24),
+       stored=st.integers(1, 20), local=st.sampled_from([1, 3, 7]),
+       mode=st.sampled_from(['interpolate', 'fixed']),
+       seed=st.integers(0, 2**16))
+def test_fft_equals_direct_values_and_gradients(batch, channels, height,
+                                                width, stored, local, mode,
+                                                seed):
+    taps = 2 * stored - 1  # stored kernels have odd length
+    x, k_h, k_w, k_local, grad = random_case(batch, channels, height, width,
+                                             taps, local, mode, seed)
+    direct, fft = both_paths(x, k_h, k_w, k_local, mode, grad)
+    for name, a, b in zip(('out', 'x', 'k_h', 'k_w', 'local'), direct, fft):
+        assert a.shape == b.shape, name
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(
+            1., a.abs().max().item()), msg=name)
+
+
+@pytest.mark.parametrize('shape', [(1, 1), (1, 17), (17, 1), (13, 31),
+                                   (40, 3)])
+def test_fft_equals_direct_in_float32(shape):
+    x, k_h, k_w, k_local, grad = random_case(2, 4, *shape, 31, 7,
+                                             'interpolate', 0, torch.float32)
+    direct, fft = both_paths(x, k_h, k_w, k_local, 'interpolate', grad)
+    for a, b in zip(direct, fft):
+        scale = a.abs().max().item()
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * scale)
+
+
+def test_bf16_autocast_keeps_dtype_and_bf16_precision():
+    x, k_h, k_w, k_local, grad = random_case(2, 8, 23, 17, 31, 7,
+                                             'interpolate', 1, torch.float32)
+    reference = oversized_conv(x, k_h, k_w, 'interpolate', 'direct', k_local)
+    x_bf16 = x.bfloat16().requires_grad_(True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = oversized_conv(x_bf16, k_h, k_w, 'interpolate', 'fft', k_local)
+    assert out.dtype == torch.bfloat16
+    error = (out.float() - reference).norm() / reference.norm()
+    assert error < 1e-2
+    out.float().backward(grad)
+    assert x_bf16.grad.dtype == torch.bfloat16
+    assert torch.isfinite(x_bf16.grad).all()
+
+
+def test_fft_sizes_are_smooth():
+    assert [fft_size(n) for n in (1, 11, 13, 97, 111, 607)] == [
+        1, 12, 14, 98, 112, 625
+    ]
+
+
+def test_automatic_choice_is_deterministic_and_by_shape():
+    # stage 1 of an 800x1216 detection input: clearly the FFT
+    assert choose_impl((2, 64, 200, 304), 399, 607, 'cuda') == 'fft'
+    assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu') == 'fft'
+    # the last stage at 224: clearly direct
+    assert choose_impl((1, 512, 7, 7), 13, 13, 'cpu') == 'direct'
+    assert choose_impl((1, 512, 7, 7), 13, 13, 'cuda') == 'direct'
+    assert all(
+        choose_impl((2, 128, 50, 76), 99, 151, 'cuda') == choose_impl(
+            (2, 128, 50, 76), 99, 151, 'cuda') for _ in range(3))
+    assert set(FFT_THRESHOLDS) >= {'cpu', 'cuda'}
+
+
+@pytest.mark.parametrize('impl', ['direct', 'fft'])
+def test_choice_can_be_forced_from_the_config(impl, monkeypatch):
+    import mmparcnet.models.layers.oversized_conv as module
+    calls = []
+    original = module._FFTCorrelation.apply
+
+    def spy(*args):
+        calls.append('fft')
+        return original(*args)
+
+    monkeypatch.setattr(module._FFTCorrelation, 'apply', spy)
+    model = ParCNetV2(dict(depths=[1, 1], dims=[8, 16]), out_indices=(1, ),
+                      oversized_conv_impl=impl)
+    model(torch.randn(1, 3, 64, 64))
+    assert (len(calls) == 2) == (impl == 'fft')
+
+
+@pytest.mark.parametrize('mode,input_key,expected_key', [
+    ('fixed', 'x', 'feats_fixed_kernel'),
+    ('interpolate', 'x', 'feats_interpolated_kernel'),
+    ('interpolate', 'x_pretrain_size',
+     'feats_interpolated_kernel_pretrain_size'),
+])
+def test_backbone_with_fft_matches_reference(reference, reference_arch, mode,
+                                             input_key, expected_key):
+    from mmparcnet.checkpoint import load_state_into
+    model = ParCNetV2(reference_arch, pretrain_size=64, kernel_mode=mode,
+                      oversized_conv_impl='fft').eval()
+    load_state_into(model, dict(reference['official_det_state_dict']))
+    with torch.no_grad():
+        feats = model(reference[input_key])
+    for feat, expected in zip(feats, reference[expected_key]):
+        torch.testing.assert_close(feat, expected, atol=1e-5, rtol=0)
