@@ -33,6 +33,7 @@ setup(
         'console_scripts': [
             'mmparcnet-convert=mmparcnet.tools.convert:main',
             'mmparcnet-demo=mmparcnet.tools.demo:main',
+            'mmparcnet-benchmark=mmparcnet.tools.benchmark:main',
         ],
     },
     zip_safe=False,

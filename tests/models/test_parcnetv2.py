@@ -235,16 +235,33 @@ def test_default_init_is_the_reference_one():
 
 
 def test_layer_depth_for_lr_decay():
-    model = ParCNetV2(dict(depths=[2, 2, 2, 2], dims=[8, 16, 24, 32]))
+    # ParCNetV2-T, blocks in groups of three (the reference fine-tuning
+    # scheme): stages [3, 3, 12, 3] give ids 1 | 2 | 3..6 | 7, head 8
+    model = ParCNetV2('tiny')
     depth = model.get_layer_depth
     assert depth('backbone.downsample_layers.0.conv.weight',
-                 'backbone.') == (0, 10)
-    assert depth('backbone.stages.0.0.norm1.weight', 'backbone.') == (1, 10)
-    assert depth('backbone.downsample_layers.2.conv.weight',
-                 'backbone.') == (5, 10)
-    assert depth('backbone.stages.3.1.mlp.fc2.weight', 'backbone.') == (8, 10)
-    assert depth('backbone.norm3.weight', 'backbone.') == (8, 10)
-    assert depth('head.fc.weight', 'backbone.') == (9, 10)
+                 'backbone.') == (0, 9)
+    assert depth('backbone.stages.0.2.norm1.weight', 'backbone.') == (1, 9)
+    assert depth('backbone.downsample_layers.1.conv.weight',
+                 'backbone.') == (2, 9)
+    assert depth('backbone.stages.2.0.mlp.fc1.weight', 'backbone.') == (3, 9)
+    assert depth('backbone.stages.2.11.mlp.fc1.weight', 'backbone.') == (6,
+                                                                          9)
+    assert depth('backbone.downsample_layers.3.conv.bias',
+                 'backbone.') == (7, 9)
+    assert depth('backbone.stages.3.2.mlp.fc2.weight', 'backbone.') == (7, 9)
+    assert depth('backbone.norm3.weight', 'backbone.') == (7, 9)
+    assert depth('head.fc.weight', 'backbone.') == (8, 9)
+    # -S / -B: the reference configs' num_layers=13, plus 2
+    assert ParCNetV2('small').get_layer_depth('head.fc.weight',
+                                              'backbone.') == (14, 15)
+    assert model.get_layer_depth('stages.1.1.norm1.weight',
+                                 blocks_per_layer=1) == (5, 23)
+    stage = model.get_stage_depth
+    assert stage('backbone.downsample_layers.2.conv.weight',
+                 'backbone.') == (0, 6)
+    assert stage('backbone.stages.2.5.norm1.weight', 'backbone.') == (3, 6)
+    assert stage('decode_head.conv_seg.weight', 'backbone.') == (5, 6)
 
 
 def test_kernel_mode_logged_in_repr():

@@ -516,36 +516,68 @@ class ParCNetV2(BaseModule):
         self._freeze_stages()
         return self
 
-    def get_layer_depth(self, param_name: str, prefix: str = ''):
+    def get_layer_depth(self, param_name: str, prefix: str = '',
+                        blocks_per_layer: int = 3):
         """Layer id of a parameter, for layer-wise learning-rate decay.
 
-        The stem is layer 0, block j of stage i is layer
-        ``1 + sum(depths[:i]) + j``; a later stage's downsampling layer shares
-        the id of that stage's first block, and output norms share the id of
-        their stage's last block. Parameters outside the backbone (the head)
-        get the largest id.
+        As in the reference fine-tuning code, blocks count in groups of
+        ``blocks_per_layer``, numbered on from stage to stage: the stem is
+        layer 0, block j of stage i is layer
+        ``sum(depths[:i]) // g + 1 + j // g``, a later stage's downsampling
+        layer shares the id of that stage's first block and an output norm
+        that of its stage's last block. Parameters outside the backbone (neck,
+        heads) get the largest id. For ParCNetV2-T that is 9 ids (the
+        reference configs' ``num_layers=7`` plus 2), for -S and -B 15.
 
         Args:
             param_name (str): name of the parameter.
             prefix (str): prefix of backbone parameters in ``param_name``.
                 Defaults to ''.
+            blocks_per_layer (int): blocks that share one id. Defaults to 3.
 
         Returns:
             Tuple[int, int]: the layer id and the number of layer ids.
         """
-        num_layers = sum(self.depths) + 2
+        group = blocks_per_layer
+
+        def block_id(stage: int, block: int) -> int:
+            return sum(self.depths[:stage]) // group + 1 + block // group
+
+        last_id = block_id(self.num_stages - 1, self.depths[-1] - 1)
+        num_layers = last_id + 2
         if not param_name.startswith(prefix):
             return num_layers - 1, num_layers
-        name = param_name[len(prefix):]
-        parts = name.split('.')
+        parts = param_name[len(prefix):].split('.')
         if parts[0] == 'downsample_layers':
             stage = int(parts[1])
-            layer_id = 0 if stage == 0 else 1 + sum(self.depths[:stage])
+            layer_id = 0 if stage == 0 else block_id(stage, 0)
         elif parts[0] == 'stages':
-            stage, block = int(parts[1]), int(parts[2])
-            layer_id = 1 + sum(self.depths[:stage]) + block
+            layer_id = block_id(int(parts[1]), int(parts[2]))
         elif parts[0].startswith('norm') and parts[0][4:].isdigit():
-            layer_id = sum(self.depths[:int(parts[0][4:]) + 1])
+            stage = int(parts[0][4:])
+            layer_id = block_id(stage, self.depths[stage] - 1)
         else:
             layer_id = num_layers - 1
         return layer_id, num_layers
+
+    def get_stage_depth(self, param_name: str, prefix: str = ''):
+        """Stage id of a parameter, for stage-wise learning-rate decay.
+
+        Downsampling layers are stage 0, blocks and output norms of stage i
+        are i + 1 (as in the reference segmentation code), anything outside
+        the backbone is the last id.
+
+        Returns:
+            Tuple[int, int]: the stage id and the number of stage ids.
+        """
+        num_ids = self.num_stages + 2
+        if not param_name.startswith(prefix):
+            return num_ids - 1, num_ids
+        parts = param_name[len(prefix):].split('.')
+        if parts[0] == 'downsample_layers':
+            return 0, num_ids
+        if parts[0] == 'stages':
+            return int(parts[1]) + 1, num_ids
+        if parts[0].startswith('norm') and parts[0][4:].isdigit():
+            return int(parts[0][4:]) + 1, num_ids
+        return num_ids - 1, num_ids

@@ -1,0 +1,3 @@
+from .optimizers import ParCNetV2LayerDecayOptimizerConstructor
+
+__all__ = ['ParCNetV2LayerDecayOptimizerConstructor']

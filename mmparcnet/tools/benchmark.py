@@ -1,0 +1,315 @@
+"""``mmparcnet-benchmark``: how fast ParCNetV2 runs, measured on this device.
+
+Two parts, one run:
+
+1. the oversized convolution alone, FFT against direct, forward and
+   forward+backward, at the four stage shapes ParCNetV2-T meets on a
+   detection input (800x1216 by default);
+2. ParCNetV2-T (automatic and direct oversized convolution) against
+   ConvNeXt-T and Swin-T as detection backbones (all four stage outputs):
+   forward, forward+backward, peak memory (CUDA), in fp32 and bf16 autocast,
+   with ratios to ConvNeXt-T.
+
+It prints a table and writes JSON. It needs PyTorch and mmengine (for the
+backbone's base class); ConvNeXt-T and Swin-T come from mmpretrain, or from
+timm where mmpretrain is missing. On a machine with PyTorch alone (such as a
+bare GPU box), carry these wheels and put them on PYTHONPATH: mmengine
+0.10.7, addict, yapf, termcolor, platformdirs (timm, numpy, rich, pyyaml and
+opencv are usually there already).
+"""
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+TINY_DIMS = (64, 128, 320, 512)
+
+
+# -- timing -------------------------------------------------------------------
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+
+
+def measure(fn: Callable[[], None], device: torch.device, warmup: int,
+            repeats: int) -> Dict[str, Optional[float]]:
+    """Median milliseconds of ``fn`` and peak memory (MiB, CUDA only)."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    if device.type == 'cuda':
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    times = []
+    for _ in range(repeats):
+        if device.type == 'cuda':
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end))
+        else:
+            start_time = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - start_time) * 1e3)
+    peak = None
+    if device.type == 'cuda':
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return dict(ms=statistics.median(times), peak_mib=peak)
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == 'bf16':
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+# -- part 1: the oversized convolution ---------------------------------------
+
+
+def stage_shapes(height: int, width: int) -> List[tuple]:
+    """(C, h, w) of ParCNetV2-T's four stages for an input of height x
+    width."""
+    shapes = []
+    h, w = (height - 3) // 4 + 1, (width - 3) // 4 + 1
+    for channels in TINY_DIMS:
+        shapes.append((channels, h, w))
+        h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
+    return shapes
+
+
+def bench_oversized_conv(device, batch, height, width, warmup,
+                         repeats) -> List[dict]:
+    from mmparcnet.models.layers.oversized_conv import (oversized_conv,
+                                                        stored_kernel_lengths)
+    rows = []
+    lengths = stored_kernel_lengths(224)
+    for stage, (channels, h, w) in enumerate(stage_shapes(height, width)):
+        x = torch.randn(batch, channels, h, w, device=device)
+        x = x.contiguous(memory_format=torch.channels_last)
+        k_h = torch.randn(channels, 1, lengths[stage], 1, device=device)
+        k_w = torch.randn(channels, 1, 1, lengths[stage], device=device)
+        row = dict(stage=stage, shape=[batch, channels, h, w])
+        for impl in ('direct', 'fft'):
+
+            def forward():
+                with torch.no_grad():
+                    oversized_conv(x, k_h, k_w, 'interpolate', impl)
+
+            xg = x.detach().clone().requires_grad_(True)
+            kh = k_h.detach().clone().requires_grad_(True)
+            kw = k_w.detach().clone().requires_grad_(True)
+
+            def forward_backward():
+                oversized_conv(xg, kh, kw, 'interpolate', impl).sum().backward()
+
+            row[f'{impl}_fwd_ms'] = measure(forward, device, warmup,
+                                            repeats)['ms']
+            row[f'{impl}_fwdbwd_ms'] = measure(forward_backward, device,
+                                               warmup, repeats)['ms']
+        row['speedup_fwd'] = row['direct_fwd_ms'] / row['fft_fwd_ms']
+        row['speedup_fwdbwd'] = row['direct_fwdbwd_ms'] / row['fft_fwdbwd_ms']
+        rows.append(row)
+    return rows
+
+
+# -- part 2: backbones --------------------------------------------------------
+
+
+def build_backbones(names: List[str]) -> Dict[str, Callable[[], object]]:
+    """Constructors by name; ConvNeXt-T and Swin-T from mmpretrain or timm."""
+    from mmparcnet.models import ParCNetV2
+    builders = {
+        'ParCNetV2-T': lambda: ParCNetV2('tiny', oversized_conv_impl='auto'),
+        'ParCNetV2-T (direct)':
+        lambda: ParCNetV2('tiny', oversized_conv_impl='direct'),
+    }
+    try:
+        from mmpretrain.models import ConvNeXt, SwinTransformer
+        builders['ConvNeXt-T'] = lambda: ConvNeXt(
+            'tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+        builders['Swin-T'] = lambda: SwinTransformer(
+            'tiny', img_size=224, out_indices=(0, 1, 2, 3),
+            pad_small_map=True)
+        source = 'mmpretrain'
+    except ImportError:
+        import timm
+        builders['ConvNeXt-T'] = lambda: timm.create_model(
+            'convnext_tiny', pretrained=False, features_only=True)
+        builders['Swin-T'] = lambda: timm.create_model(
+            'swin_tiny_patch4_window7_224', pretrained=False,
+            features_only=True, strict_img_size=False)
+        source = 'timm'
+    return {name: builders[name] for name in names}, source
+
+
+def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
+                    names) -> List[dict]:
+    builders, source = build_backbones(names)
+    rows = []
+    for name, build in builders.items():
+        model = build().to(device)
+        x = torch.randn(batch, 3, height, width, device=device)
+        for dtype in dtypes:
+            row = dict(backbone=name, dtype=dtype, source=(
+                'mmparcnet' if name.startswith('ParCNetV2') else source))
+            try:
+
+                def forward():
+                    model.eval()
+                    with torch.no_grad(), _autocast(device, dtype):
+                        model(x)
+
+                def forward_backward():
+                    model.train()
+                    with _autocast(device, dtype):
+                        outs = model(x)
+                    sum(o.float().sum() for o in outs).backward()
+                    model.zero_grad(set_to_none=True)
+
+                fwd = measure(forward, device, warmup, repeats)
+                fwdbwd = measure(forward_backward, device, warmup, repeats)
+                row.update(fwd_ms=fwd['ms'], fwd_peak_mib=fwd['peak_mib'],
+                           fwdbwd_ms=fwdbwd['ms'],
+                           fwdbwd_peak_mib=fwdbwd['peak_mib'])
+            except Exception as err:  # report, do not hide the others
+                row['error'] = f'{type(err).__name__}: {err}'
+            rows.append(row)
+            print(f'  measured {name} {dtype}', file=sys.stderr, flush=True)
+        del model
+        if device.type == 'cuda':
+            torch.cuda.empty_cache()
+    for row in rows:
+        base = next((r for r in rows if r['backbone'] == 'ConvNeXt-T'
+                     and r['dtype'] == row['dtype'] and 'error' not in r),
+                    None)
+        if base and 'error' not in row:
+            for key in ('fwd_ms', 'fwdbwd_ms', 'fwdbwd_peak_mib'):
+                if row.get(key) is not None and base.get(key):
+                    row[key + '_vs_convnext'] = row[key] / base[key]
+    return rows
+
+
+# -- report -------------------------------------------------------------------
+
+
+def _fmt(value, spec='.1f'):
+    return '-' if value is None else format(value, spec)
+
+
+def print_report(result: dict) -> None:
+    print(f'\nDevice: {result["device_name"]} ({result["device"]}), torch '
+          f'{result["torch"]}, threads {result["threads"]}')
+    if result.get('oversized_conv'):
+        print(f'\nOversized convolution alone, interpolate mode, input '
+              f'{result["input"]}, batch {result["conv_batch"]} (ms, median)')
+        print(f'{"stage":>5} {"N x C x H x W":>20} {"direct fwd":>11} '
+              f'{"fft fwd":>8} {"x":>6} {"direct f+b":>11} {"fft f+b":>8} '
+              f'{"x":>6}')
+        for row in result['oversized_conv']:
+            shape = 'x'.join(map(str, row['shape']))
+            print(f'{row["stage"]:>5} {shape:>20} '
+                  f'{_fmt(row["direct_fwd_ms"]):>11} '
+                  f'{_fmt(row["fft_fwd_ms"]):>8} '
+                  f'{_fmt(row["speedup_fwd"]):>6} '
+                  f'{_fmt(row["direct_fwdbwd_ms"]):>11} '
+                  f'{_fmt(row["fft_fwdbwd_ms"]):>8} '
+                  f'{_fmt(row["speedup_fwdbwd"]):>6}')
+    if result.get('backbones'):
+        print(f'\nDetection backbones, input {result["input"]}, batch '
+              f'{result["backbone_batch"]} (ms, median; peak MiB on CUDA; '
+              f'ratios to ConvNeXt-T)')
+        print(f'{"backbone":22} {"dtype":5} {"fwd":>9} {"ratio":>6} '
+              f'{"fwd+bwd":>9} {"ratio":>6} {"peak MiB":>9} {"ratio":>6}')
+        for row in result['backbones']:
+            if 'error' in row:
+                print(f'{row["backbone"]:22} {row["dtype"]:5} '
+                      f'unavailable: {row["error"][:60]}')
+                continue
+            print(f'{row["backbone"]:22} {row["dtype"]:5} '
+                  f'{_fmt(row["fwd_ms"]):>9} '
+                  f'{_fmt(row.get("fwd_ms_vs_convnext"), ".2f"):>6} '
+                  f'{_fmt(row["fwdbwd_ms"]):>9} '
+                  f'{_fmt(row.get("fwdbwd_ms_vs_convnext"), ".2f"):>6} '
+                  f'{_fmt(row["fwdbwd_peak_mib"], ".0f"):>9} '
+                  f'{_fmt(row.get("fwdbwd_peak_mib_vs_convnext"), ".2f"):>6}')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog='mmparcnet-benchmark',
+        description='Time the oversized convolution and ParCNetV2-T against '
+        'ConvNeXt-T and Swin-T on this device.')
+    parser.add_argument('--device', default='auto',
+                        help="'auto' (cuda if present), 'cpu' or 'cuda'")
+    parser.add_argument('--size', nargs=2, type=int, default=[800, 1216],
+                        metavar=('H', 'W'))
+    parser.add_argument('--conv-batch', type=int, default=2)
+    parser.add_argument('--backbone-batch', type=int, default=None,
+                        help='default: 2 on CUDA, 1 on the CPU')
+    parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'],
+                        choices=['fp32', 'bf16'])
+    parser.add_argument('--parts', nargs='+', default=['conv', 'backbones'],
+                        choices=['conv', 'backbones'])
+    parser.add_argument('--backbones', nargs='+', default=[
+        'ParCNetV2-T', 'ParCNetV2-T (direct)', 'ConvNeXt-T', 'Swin-T'
+    ])
+    parser.add_argument('--warmup', type=int, default=None,
+                        help='default: 10 on CUDA, 1 on the CPU')
+    parser.add_argument('--repeats', type=int, default=None,
+                        help='default: 30 on CUDA, 3 on the CPU')
+    parser.add_argument('--json', default=None,
+                        help='also write the results to this file')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.device == 'auto':
+        args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    device = torch.device(args.device)
+    cuda = device.type == 'cuda'
+    warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
+    repeats = args.repeats if args.repeats is not None else (30
+                                                             if cuda else 3)
+    backbone_batch = args.backbone_batch or (2 if cuda else 1)
+    height, width = args.size
+    torch.manual_seed(0)
+    result = dict(
+        device=args.device,
+        device_name=(torch.cuda.get_device_name(device)
+                     if cuda else platform.processor() or platform.machine()),
+        torch=torch.__version__,
+        threads=torch.get_num_threads(),
+        input=f'{height}x{width}',
+        conv_batch=args.conv_batch,
+        backbone_batch=backbone_batch,
+        warmup=warmup,
+        repeats=repeats)
+    if 'conv' in args.parts:
+        result['oversized_conv'] = bench_oversized_conv(
+            device, args.conv_batch, height, width, warmup, repeats)
+    if 'backbones' in args.parts:
+        result['backbones'] = bench_backbones(device, backbone_batch, height,
+                                              width, args.dtypes, warmup,
+                                              repeats, args.backbones)
+    print_report(result)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        with open(args.json, 'w') as file:
+            file.write(text + '\n')
+    print('\nJSON:\n' + text)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,103 @@
+import pytest
+import torch
+from mmengine.optim import build_optim_wrapper
+from torch import nn
+
+import mmparcnet  # noqa: F401  (registers the constructor)
+from mmparcnet.models import ParCNetV2
+
+
+class Detector(nn.Module):
+
+    def __init__(self, **backbone):
+        super().__init__()
+        self.backbone = ParCNetV2('tiny', **backbone)
+        self.neck = nn.Conv2d(512, 8, 1)
+        self.head = nn.Linear(8, 2)
+
+
+def lr_of(optim_wrapper, model):
+    lrs = {}
+    for group in optim_wrapper.optimizer.param_groups:
+        for param in group['params']:
+            lrs[param] = (group['lr'], group['weight_decay'])
+    return {name: lrs[p] for name, p in model.named_parameters()
+            if p in lrs}
+
+
+def build(model, decay_type, decay_rate, num_layers=None, lr=1e-4):
+    paramwise_cfg = dict(decay_rate=decay_rate, decay_type=decay_type)
+    if num_layers is not None:
+        paramwise_cfg['num_layers'] = num_layers
+    return build_optim_wrapper(
+        model,
+        dict(
+            constructor='ParCNetV2LayerDecayOptimizerConstructor',
+            paramwise_cfg=paramwise_cfg,
+            optimizer=dict(type='AdamW', lr=lr, weight_decay=0.05)))
+
+
+def test_layer_wise_decay_as_reference_mask_rcnn_t():
+    # reference Mask R-CNN-T: decay 0.95, num_layers 7 -> 9 ids, lr * 0.95 **
+    # (9 - id - 1); ids: stem 0, stage-0 blocks 1, stage-2 block 7 -> 3 + 7 //
+    # 3 = 5, stage 3 -> 7, neck and head 8
+    model = Detector()
+    lrs = lr_of(build(model, 'layer_wise', 0.95, 7), model)
+    expected = {
+        'backbone.downsample_layers.0.conv.weight': 1e-4 * 0.95**8,
+        'backbone.stages.0.1.mlp.fc1.weight': 1e-4 * 0.95**7,
+        'backbone.stages.2.7.token_mixer.pwconv1.weight': 1e-4 * 0.95**3,
+        'backbone.stages.3.2.mlp.fc2.weight': 1e-4 * 0.95**1,
+        'neck.weight': 1e-4,
+        'head.weight': 1e-4,
+    }
+    for name, lr in expected.items():
+        assert lrs[name][0] == pytest.approx(lr), name
+    # no weight decay on biases and one-dimensional weights
+    assert lrs['backbone.stages.2.7.norm1.weight'][1] == 0.
+    assert lrs['backbone.stages.2.7.token_mixer.pwconv1.bias'][1] == 0.
+    assert lrs['head.bias'][1] == 0.
+    assert lrs['head.weight'][1] == 0.05
+    assert lrs['backbone.stages.3.0.res_scale1.scale'][1] == 0.
+
+
+def test_stage_wise_decay_as_reference_upernet():
+    # reference UperNet: decay 0.9, stage_wise, num_layers 12 -> 14 ids
+    model = Detector()
+    lrs = lr_of(build(model, 'stage_wise', 0.9, 12), model)
+    assert lrs['backbone.downsample_layers.2.conv.weight'][0] == \
+        pytest.approx(1e-4 * 0.9**13)
+    assert lrs['backbone.stages.0.0.norm1.weight'][0] == \
+        pytest.approx(1e-4 * 0.9**12)
+    assert lrs['backbone.stages.3.1.mlp.fc1.weight'][0] == \
+        pytest.approx(1e-4 * 0.9**9)
+    assert lrs['head.weight'][0] == pytest.approx(1e-4)
+
+
+def test_num_layers_defaults_to_the_backbone_count():
+    model = Detector()
+    lrs = lr_of(build(model, 'layer_wise', 0.5), model)
+    # 9 ids for -T without num_layers as well
+    assert lrs['backbone.downsample_layers.0.conv.weight'][0] == \
+        pytest.approx(1e-4 * 0.5**8)
+
+
+def test_frozen_parameters_are_left_out():
+    model = Detector(frozen_stages=1)
+    lrs = lr_of(build(model, 'layer_wise', 0.9, 7), model)
+    assert 'backbone.stages.0.0.mlp.fc1.weight' not in lrs
+    assert 'backbone.stages.1.0.mlp.fc1.weight' in lrs
+
+
+def test_clear_errors():
+    with pytest.raises(ValueError, match='decay_type'):
+        build(Detector(), 'block_wise', 0.9)
+
+    class NoDepth(nn.Module):
+
+        def __init__(self):
+            super().__init__()
+            self.backbone = nn.Linear(2, 2)
+
+    with pytest.raises(TypeError, match='get_layer_depth'):
+        build(NoDepth(), 'layer_wise', 0.9)
