@@ -479,6 +479,11 @@ class ParCNetV2(BaseModule):
                 f'ParCNetV2 expects input of shape (N, {self.in_channels}, H,'
                 f' W) (in_channels={self.in_channels}), got '
                 f'{tuple(x.shape)}')
+        if x.shape[2] < 3 or x.shape[3] < 3:
+            # the 7x7 stride-4 stem with padding 2 has no output below 3x3
+            raise ValueError(
+                f'ParCNetV2 needs inputs of at least 3x3 pixels, got '
+                f'{x.shape[2]}x{x.shape[3]}')
         outs = []
         for i in range(self.num_stages):
             x = self.downsample_layers[i](x)

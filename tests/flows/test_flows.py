@@ -1,0 +1,69 @@
+"""The flows users run: ``mim train`` then ``mim test`` (the toolboxes' own
+tools and evaluation) on every config family, on generated data."""
+import glob
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+
+from mmparcnet.datasets import make_ade20k, make_coco, make_imagenet
+
+from . import toy_configs
+
+MIM = osp.join(osp.dirname(sys.executable), 'mim')
+
+
+@pytest.fixture(scope='module')
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp('flows')
+    make_coco(str(root / 'data' / 'toy_coco'), num_train=6, num_val=4)
+    make_ade20k(str(root / 'data' / 'toy_ade'), num_train=4, num_val=2)
+    make_imagenet(str(root / 'data' / 'toy_imagenet'), per_class_train=2,
+                  per_class_val=1)
+    return root
+
+
+def mim(args, cwd):
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    result = subprocess.run([MIM] + args, cwd=cwd, capture_output=True,
+                            text=True, env=env, timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    return output
+
+
+FLOWS = [
+    ('mask_rcnn', 'mmdet', toy_configs.MASK_RCNN, r'coco/segm_mAP: '),
+    ('cascade', 'mmdet', toy_configs.CASCADE, r'coco/segm_mAP: '),
+    ('upernet', 'mmsegmentation', toy_configs.UPERNET, r'mIoU: '),
+    ('classifier', 'mmpretrain', toy_configs.CLASSIFIER,
+     r'accuracy/top1: '),
+    ('other_project', 'mmdet', toy_configs.OTHER_PROJECT,
+     r'coco/bbox_mAP: '),
+]
+
+
+@pytest.mark.parametrize('name,toolbox,text,metric', FLOWS,
+                         ids=[f[0] for f in FLOWS])
+def test_train_then_evaluate(workspace, name, toolbox, text, metric):
+    config = workspace / f'{name}.py'
+    config.write_text(text)
+    work_dir = workspace / 'work_dirs' / name
+    train_log = mim(['train', toolbox, str(config), '--work-dir',
+                     str(work_dir)], workspace)
+    assert 'ParCNetV2' in train_log or 'parcnetv2' in train_log.lower()
+    with open(work_dir / 'last_checkpoint') as file:
+        checkpoint = file.read().strip()
+    assert osp.isfile(checkpoint)
+    test_log = mim(['test', toolbox, str(config), '--checkpoint', checkpoint,
+                    '--work-dir', str(work_dir / 'test')], workspace)
+    # the checkpoint went through mmengine's loading on this torch
+    assert 'Load checkpoint from' in test_log
+    line = next(line for line in test_log.splitlines()
+                if re.search(metric, line))
+    print(f'{name}: {line.strip()}')
+    value = float(re.search(metric + r'(-?[0-9.]+)', line).group(1))
+    assert value == value  # a number, not NaN
