@@ -1,3 +1,4 @@
+from .hooks import RNGStateHook
 from .optimizers import ParCNetV2LayerDecayOptimizerConstructor
 
-__all__ = ['ParCNetV2LayerDecayOptimizerConstructor']
+__all__ = ['ParCNetV2LayerDecayOptimizerConstructor', 'RNGStateHook']

@@ -1,0 +1,3 @@
+from .rng_state import RNGStateHook
+
+__all__ = ['RNGStateHook']
