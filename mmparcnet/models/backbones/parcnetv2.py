@@ -50,7 +50,7 @@ class ChannelNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
-        channels = x.shape[-1]
+        channels = self.weight.shape[0]
         return F.layer_norm(x, (channels, ),
                             self.weight * channels**-0.5, None,
                             self.eps * self.eps / channels)
@@ -154,6 +154,7 @@ class SpatialBGU(nn.Module):
     def __init__(self, channels: int, kernel_length: int, kernel_mode: str,
                  impl: str):
         super().__init__()
+        self.channels = channels
         self.pwconv1 = nn.Conv2d(channels, 2 * channels, 1)
         self.dwconv1 = OversizedConv(channels, kernel_length, kernel_mode,
                                      impl)
@@ -163,8 +164,7 @@ class SpatialBGU(nn.Module):
         self.pwconv2 = nn.Conv2d(channels, channels, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        channels = x.shape[-1]
-        gate, value = pointwise(x, self.pwconv1).split(channels, dim=-1)
+        gate, value = pointwise(x, self.pwconv1).split(self.channels, dim=-1)
         # NHWC data seen as NCHW (channels-last memory): no copy
         value = F.gelu(value).permute(0, 3, 1, 2)
         value = self.dwconv1(value, local_kernel=self.dwconv2.weight)

@@ -45,9 +45,18 @@ picks how it is evaluated, and the result is the same up to rounding:
   rides in the same spectrum for free. A custom autograd function computes
   in float32 (also under fp16/bf16 autocast, returning the input dtype) and
   saves its inputs rather than spectra, recomputing them in the backward.
+- ``'matmul'``: each 1-D correlation as a product with its Toeplitz matrix
+  ``T[i, t] = k[t - i + centre]``, built by gathering from the kernel, and
+  the kernel resizing as explicit index arithmetic. It has the direct path's
+  cost, but no operator whose shape depends on the input: convolutions with
+  an input-sized kernel ("kernel of unknown shape") and FFTs have no ONNX
+  export with dynamic sizes, matrix products and gathers do. It is what
+  ``torch.onnx.export`` (legacy or dynamo) records, so an exported graph
+  resizes the kernels for whatever input it gets.
 - ``'auto'``: ``'fft'`` where the direct path's work is large enough for the
   FFT to win on that device, else ``'direct'`` (:func:`choose_impl`; the
-  choice depends only on the shape and the device type).
+  choice depends only on the shape and the device type); ``'matmul'`` while
+  the model is being exported.
 """
 from typing import Optional, Tuple
 
@@ -56,7 +65,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 KERNEL_MODES = ('interpolate', 'fixed')
-IMPLEMENTATIONS = ('auto', 'direct', 'fft')
+IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 
 # Direct-path multiply-adds (N * C * H * W * taps) above which the FFT path is
 # faster, per device type: measured with `mmparcnet-benchmark` (see README,
@@ -291,6 +300,67 @@ def _taps(circular: Tensor, taps: int, dim: int, size: int) -> Tensor:
     return F.pad(values, pad + [centre - reach, taps - centre - reach - 1])
 
 
+# -- matmul path (exportable) --------------------------------------------------
+
+
+def _resize_taps(kernel: Tensor, length) -> Tensor:
+    """Linear interpolation with align_corners=True of (C, K) to (C, length)
+    by index arithmetic, ``length`` possibly symbolic (a traced size)."""
+    taps = kernel.shape[1]
+    if taps == 1:
+        return kernel.expand(-1, length)
+    steps = torch.arange(length, device=kernel.device, dtype=kernel.dtype)
+    # like F.interpolate: position j * (K - 1) / (length - 1), 0 for length 1
+    scale = (taps - 1) / torch.clamp(
+        torch.full_like(steps[:1], 1.) * (length - 1), min=1.)
+    position = steps * scale
+    low = torch.clamp(position.floor().long(), max=taps - 2)
+    weight = position - low.to(kernel.dtype)
+    return kernel[:, low] * (1 - weight) + kernel[:, low + 1] * weight
+
+
+def _toeplitz(kernel: Tensor, size, centre) -> Tensor:
+    """(C, size, size) matrices T[c, i, t] = kernel[c, t - i + centre], zero
+    where the tap index falls outside the kernel."""
+    taps = kernel.shape[1]
+    index = torch.arange(size, device=kernel.device)
+    offsets = index[None, :] - index[:, None] + centre
+    valid = (offsets >= 0) & (offsets < taps)
+    gathered = kernel[:, offsets.clamp(0, taps - 1)]
+    return gathered * valid.to(kernel.dtype)
+
+
+def _matmul(x: Tensor, k_h: Tensor, k_w: Tensor, mode: str,
+            local_kernel: Optional[Tensor]) -> Tensor:
+    height, width = x.shape[-2], x.shape[-1]
+    k_h, k_w = k_h[:, 0, :, 0], k_w[:, 0, 0, :]
+    if mode == 'interpolate':
+        k_h = _resize_taps(k_h, 2 * height - 1)
+        k_w = _resize_taps(k_w, 2 * width - 1)
+        centre_h, centre_w = height - 1, width - 1
+    else:
+        centre_h, centre_w = k_h.shape[1] // 2, k_w.shape[1] // 2
+    vertical = _toeplitz(k_h, height, centre_h)  # (C, H_out, H_in)
+    horizontal = _toeplitz(k_w, width, centre_w)  # (C, W_out, W_in)
+    out = torch.matmul(vertical.to(x.dtype), x)
+    out = torch.matmul(out, horizontal.transpose(1, 2).to(x.dtype))
+    if local_kernel is not None:
+        out = out + F.conv2d(
+            x, local_kernel, padding=(local_kernel.shape[-2] // 2,
+                                      local_kernel.shape[-1] // 2),
+            groups=x.shape[1])
+    return out
+
+
+def is_exporting() -> bool:
+    """Whether the model is being exported (ONNX, torch.export)."""
+    if torch.onnx.is_in_onnx_export():
+        return True
+    compiler = getattr(torch, 'compiler', None)
+    exporting = getattr(compiler, 'is_exporting', None)
+    return bool(exporting and exporting())
+
+
 def direct_cost(x_shape, taps_h: int, taps_w: int) -> float:
     """Multiply-adds of the direct path for an input of ``x_shape``."""
     batch, channels, height, width = x_shape
@@ -324,8 +394,9 @@ def oversized_conv(x: Tensor,
         k_w (Tensor): stored horizontal kernel, shape (C, 1, 1, K_w).
         mode (str): ``'interpolate'`` or ``'fixed'`` (see the module
             docstring). Defaults to ``'interpolate'``.
-        impl (str): ``'direct'``, ``'fft'`` or ``'auto'`` (chosen by
-            :func:`choose_impl`). Defaults to ``'auto'``.
+        impl (str): ``'direct'``, ``'fft'``, ``'matmul'`` or ``'auto'``
+            (:func:`choose_impl`; ``'matmul'`` while exporting). Defaults to
+            ``'auto'``.
         local_kernel (Tensor, optional): a centred depthwise kernel (C, 1,
             k, k) whose "same" correlation with ``x`` is added to the result
             (ParCNetV2's 7x7 branch). Defaults to None.
@@ -339,6 +410,8 @@ def oversized_conv(x: Tensor,
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f'unknown oversized convolution implementation '
                          f'{impl!r}; expected one of {IMPLEMENTATIONS}')
+    if impl == 'matmul' or (impl == 'auto' and is_exporting()):
+        return _matmul(x, k_h, k_w, mode, local_kernel)
     height, width = x.shape[-2:]
     if mode == 'interpolate':
         k_h = resize_kernel(k_h, 2 * height - 1, vertical=True)
