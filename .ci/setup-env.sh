@@ -93,9 +93,12 @@ else
   log "reusing the compiled mmcv wheel in $wheel_dir"
 fi
 
-log "mmcv, mmdet, mmsegmentation, mmpretrain, test tools"
+log "mmcv, mmdet, mmsegmentation, mmpretrain, ONNX, test tools"
 pip_install -c "$pins" "$wheel_dir"/mmcv-"$mmcv_version"-*.whl \
-  "$(pin mmdet)" "$(pin mmsegmentation)" "$(pin mmpretrain)" "$(pin pytest)" "$(pin hypothesis)"
+  "$(pin mmdet)" "$(pin mmsegmentation)" "$(pin ftfy)" "$(pin regex)" \
+  "$(pin mmpretrain)" \
+  "$(pin onnx)" "$(pin onnxscript)" "$(pin onnxruntime)" \
+  "$(pin pytest)" "$(pin hypothesis)"
 # other packages may have moved setuptools again; mmengine's `mmdet::` config
 # inheritance needs pkg_resources, which setuptools >= 82 no longer has
 pip_install "$(pin setuptools)"

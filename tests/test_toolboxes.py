@@ -74,6 +74,8 @@ def test_upernet_config(tmp_path):
         {CUSTOM_IMPORTS}
         norm_cfg = dict(type='BN', requires_grad=True)
         model = dict(
+            # the base's ResNet-50 weights are not for this backbone
+            pretrained=None,
             data_preprocessor=dict(size=(64, 64)),
             backbone=dict(_delete_=True, **{TINY_BACKBONE}),
             decode_head=dict(in_channels=[16, 32, 48, 64], channels=32,

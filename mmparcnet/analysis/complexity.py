@@ -4,28 +4,20 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..models import ParCNetV2
-
-
-class ClassifierForCounting(nn.Module):
-    """The published classifier's shape: backbone (pooled, final LayerNorm)
-    and a linear head. For counting only; training uses mmpretrain's
-    ``ImageClassifier`` with the same backbone config."""
-
-    def __init__(self, arch='tiny', num_classes: int = 1000, **kwargs):
-        super().__init__()
-        # MACs are counted on the direct convolutions, as the paper does
-        kwargs.setdefault('oversized_conv_impl', 'direct')
-        self.backbone = ParCNetV2(
-            arch, out_indices=(-1, ), gap_before_final_norm=True, **kwargs)
-        self.head = nn.Linear(self.backbone.dims[-1], num_classes)
-
-    def forward(self, x):
-        return self.head(self.backbone(x)[0])
+from ..models.classifier import ParCNetV2Classifier
 
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+class ClassifierForCounting(ParCNetV2Classifier):
+    """The classifier with the direct oversized convolution, whose
+    multiply-adds are what the paper counts."""
+
+    def __init__(self, arch='tiny', num_classes: int = 1000, **kwargs):
+        kwargs.setdefault('oversized_conv_impl', 'direct')
+        super().__init__(arch, num_classes, **kwargs)
 
 
 def count_macs(model: nn.Module, input_shape: Sequence[int]) -> int:

@@ -1,4 +1,5 @@
 from . import init  # noqa: F401  (registers the TruncNormalFanOut initializer)
 from .backbones import ParCNetV2
+from .classifier import ParCNetV2Classifier
 
-__all__ = ['ParCNetV2']
+__all__ = ['ParCNetV2', 'ParCNetV2Classifier']

@@ -266,3 +266,13 @@ def test_layer_depth_for_lr_decay():
 
 def test_kernel_mode_logged_in_repr():
     assert "kernel_mode='fixed'" in repr(ParCNetV2(SMALL, kernel_mode='fixed'))
+
+
+def test_pretrained_argument_is_a_pretrained_init_cfg(published_checkpoint):
+    model = ParCNetV2(dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64]),
+                      pretrain_size=64, pretrained=published_checkpoint)
+    assert model.init_cfg == dict(type='Pretrained',
+                                  checkpoint=published_checkpoint)
+    with pytest.raises(ValueError, match='not both'):
+        ParCNetV2(SMALL, pretrained=published_checkpoint, init_cfg=dict(
+            type='Pretrained', checkpoint=published_checkpoint))

@@ -293,6 +293,10 @@ class ParCNetV2(BaseModule):
             (per shape and device, see
             :func:`~mmparcnet.models.layers.oversized_conv.choose_impl`).
             All give the same numbers up to rounding. Defaults to ``'auto'``.
+        pretrained (str, optional): a checkpoint to load; the older spelling
+            of ``init_cfg=dict(type='Pretrained', checkpoint=...)`` that
+            MMSegmentation's ``EncoderDecoder(pretrained=...)`` passes on.
+            Defaults to None.
         init_cfg (dict | list[dict], optional): initialisation config. The
             default is the reference dense-prediction initialisation; a
             ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` entry
@@ -334,11 +338,19 @@ class ParCNetV2(BaseModule):
                  pretrain_size: int = 224,
                  gap_before_final_norm: bool = False,
                  oversized_conv_impl: str = 'auto',
+                 pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[Dict, List[Dict]]] = [
                      dict(type='TruncNormal', layer='Linear', std=.02,
                           bias=0.),
                      dict(type='TruncNormalFanOut', layer='Conv2d', bias=0.),
                  ]):
+        if pretrained is not None:
+            # what MMSegmentation's EncoderDecoder(pretrained=...) passes
+            if isinstance(init_cfg, dict) and \
+                    init_cfg.get('type') == 'Pretrained':
+                raise ValueError('give either pretrained or a Pretrained '
+                                 'init_cfg, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
         super().__init__(init_cfg=copy.deepcopy(init_cfg))
         self.depths, self.dims = self._parse_arch(arch)
         self.num_stages = len(self.depths)
