@@ -67,7 +67,8 @@ MASK_RCNN = _base(
     'detection/mask-rcnn_parcnetv2-t_fpn_amp-ms-crop-3x_coco.py'
 ) + TOY_DETECTION + """
 model = dict(
-    backbone=dict(arch=dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64]),
+    backbone=dict(arch=dict(_delete_=True, depths=[1, 1, 2, 1],
+                            dims=[16, 32, 48, 64]),
                   drop_path_rate=0.1, init_cfg=None),
     neck=dict(in_channels=[16, 32, 48, 64], out_channels=32),
     rpn_head=dict(in_channels=32, feat_channels=32),
@@ -82,17 +83,31 @@ model = dict(
 CASCADE = _base(
     'detection/cascade-mask-rcnn_parcnetv2-t_fpn_4conv1fc-giou_amp-ms-'
     'crop-3x_coco.py') + TOY_DETECTION + """
-# the real 4conv1fc GIoU heads with SyncBN, only narrower
-bbox_head = dict(in_channels=32, conv_out_channels=32, fc_out_channels=64,
-                 num_classes=3)
+# the real 4conv1fc GIoU heads with SyncBN, only narrower (a list in a
+# child config replaces the base's, so the heads are written out)
+bbox_head = [
+    dict(type='ConvFCBBoxHead', num_shared_convs=4, num_shared_fcs=1,
+         in_channels=32, conv_out_channels=32, fc_out_channels=64,
+         roi_feat_size=7, num_classes=3,
+         bbox_coder=dict(type='DeltaXYWHBBoxCoder',
+                         target_means=[0., 0., 0., 0.], target_stds=stds),
+         reg_class_agnostic=False, reg_decoded_bbox=True,
+         norm_cfg=dict(type='SyncBN', requires_grad=True),
+         loss_cls=dict(type='CrossEntropyLoss', use_sigmoid=False,
+                       loss_weight=1.0),
+         loss_bbox=dict(type='GIoULoss', loss_weight=10.0))
+    for stds in ([0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1],
+                 [0.033, 0.033, 0.067, 0.067])
+]
 model = dict(
-    backbone=dict(arch=dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64]),
+    backbone=dict(arch=dict(_delete_=True, depths=[1, 1, 2, 1],
+                            dims=[16, 32, 48, 64]),
                   drop_path_rate=0.1, init_cfg=None),
     neck=dict(in_channels=[16, 32, 48, 64], out_channels=32),
     rpn_head=dict(in_channels=32, feat_channels=32),
     roi_head=dict(
         bbox_roi_extractor=dict(out_channels=32),
-        bbox_head=[bbox_head, bbox_head, bbox_head],
+        bbox_head=bbox_head,
         mask_roi_extractor=dict(out_channels=32),
         mask_head=dict(num_convs=1, in_channels=32, conv_out_channels=32,
                        num_classes=3)))
@@ -104,7 +119,8 @@ crop_size = (64, 64)
 data_root = 'data/toy_ade/ADEChallengeData2016'
 model = dict(
     data_preprocessor=dict(size=crop_size),
-    backbone=dict(arch=dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64]),
+    backbone=dict(arch=dict(_delete_=True, depths=[1, 1, 2, 1],
+                            dims=[16, 32, 48, 64]),
                   drop_path_rate=0.1, init_cfg=None),
     decode_head=dict(in_channels=[16, 32, 48, 64], channels=32),
     auxiliary_head=dict(in_channels=48, channels=16),
@@ -136,7 +152,15 @@ test_dataloader = val_dataloader
 train_cfg = dict(max_iters=6, val_interval=6)
 param_scheduler = [dict(type='PolyLR', power=1.0, begin=0, end=6,
                         eta_min=0.0, by_epoch=False)]
-optim_wrapper = dict(type='OptimWrapper', loss_scale=None)
+# fp32: mmengine's AmpOptimWrapper needs CUDA; the real constructor stays
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    constructor='ParCNetV2LayerDecayOptimizerConstructor',
+    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise',
+                       num_layers=12),
+    optimizer=dict(type='AdamW', lr=1e-4, betas=(0.9, 0.999),
+                   weight_decay=0.05))
 default_hooks = dict(logger=dict(interval=1),
                      checkpoint=dict(interval=6))
 """
@@ -144,7 +168,8 @@ default_hooks = dict(logger=dict(interval=1),
 CLASSIFIER = _base('classification/parcnetv2-t_16xb128_in1k.py') + """
 data_root = 'data/toy_imagenet'
 model = dict(
-    backbone=dict(arch=dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64]),
+    backbone=dict(arch=dict(_delete_=True, depths=[1, 1, 2, 1],
+                            dims=[16, 32, 48, 64]),
                   pretrain_size=64, drop_path_rate=0.1),
     head=dict(in_channels=64, num_classes=3))
 data_preprocessor = dict(num_classes=3)
@@ -167,6 +192,8 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 train_cfg = dict(max_epochs=1, val_interval=1)
+val_evaluator = dict(type='Accuracy', topk=(1, ))  # 3 classes: no top-5
+test_evaluator = val_evaluator
 param_scheduler = []
 default_hooks = dict(logger=dict(interval=1))
 auto_scale_lr = dict(enable=False)
