@@ -23,7 +23,14 @@ model = dict(
         type='ParCNetV2',
         arch=dict(depths=[1, 1, 1, 1], dims=dims),
         out_indices=(0, 1, 2, 3),
-        kernel_mode='interpolate'),
+        kernel_mode='interpolate',
+        # from scratch: the reference init, but random conv biases, so that
+        # zero-padded regions do not give the channel norms all-equal
+        # channel vectors (their singular point; see TruncNormalFanOut)
+        init_cfg=[
+            dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
+            dict(type='TruncNormalFanOut', layer='Conv2d', bias_std=.02),
+        ]),
     neck=dict(in_channels=dims, out_channels=channels),
     rpn_head=dict(in_channels=channels, feat_channels=channels),
     roi_head=dict(

@@ -20,14 +20,22 @@ class TruncNormalFanOutInit(BaseInit):
         a (float): lower cut-off. Defaults to -2.
         b (float): upper cut-off. Defaults to 2.
         bias (float): value of the biases. Defaults to 0.
+        bias_std (float): if positive, biases are drawn from a normal
+            distribution around ``bias`` with this std instead. Training from
+            scratch on zero-padded batches wants this: with zero biases, a
+            padded region gives the channel norms all-equal channel vectors,
+            where their gradient is 1 / eps (1e6) and compounds to inf over
+            a few norms (the reference init has the same singular point).
+            Defaults to 0.
         layer (str | list[str], optional): class names to initialise.
             Defaults to 'Conv2d'.
     """
 
     def __init__(self, gain: float = 2., a: float = -2., b: float = 2.,
-                 layer='Conv2d', **kwargs):
+                 bias_std: float = 0., layer='Conv2d', **kwargs):
         super().__init__(layer=layer, **kwargs)
         self.gain, self.a, self.b = gain, a, b
+        self.bias_std = bias_std
 
     def _init(self, module: nn.Module) -> None:
         weight = module.weight
@@ -36,7 +44,10 @@ class TruncNormalFanOutInit(BaseInit):
         nn.init.trunc_normal_(
             weight, std=math.sqrt(self.gain / fan_out), a=self.a, b=self.b)
         if getattr(module, 'bias', None) is not None:
-            nn.init.constant_(module.bias, self.bias)
+            if self.bias_std > 0:
+                nn.init.normal_(module.bias, self.bias, self.bias_std)
+            else:
+                nn.init.constant_(module.bias, self.bias)
 
     def __call__(self, module: nn.Module) -> None:
         layers = set(self.layer)
@@ -53,4 +64,4 @@ class TruncNormalFanOutInit(BaseInit):
 
     def _get_init_info(self) -> str:
         return (f'{type(self).__name__}: gain={self.gain}, a={self.a}, '
-                f'b={self.b}, bias={self.bias}')
+                f'b={self.b}, bias={self.bias}, bias_std={self.bias_std}')

@@ -73,7 +73,7 @@ def run(command, log_path):
         for line in process.stdout:
             log.write(line)
             if METRIC.search(line) or 'Epoch(train)' in line or \
-                    'Error' in line or 'error' in line:
+                    line.startswith('Traceback') or 'Error:' in line:
                 print('  ' + line.rstrip()[:160], flush=True)
         if process.wait() != 0:
             raise SystemExit(f'command failed ({process.returncode}); its '
@@ -90,7 +90,10 @@ def metrics(output: str) -> dict:
 
 
 def save_untrained(config: str, path: str) -> None:
+    import logging
+
     from mmengine.config import Config
+    from mmengine.logging import MMLogger
     from mmengine.runner import save_checkpoint
 
     import mmparcnet  # noqa: F401
@@ -99,7 +102,11 @@ def save_untrained(config: str, path: str) -> None:
     register_all_modules()
     torch.manual_seed(0)
     model = MODELS.build(Config.fromfile(config).model)
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # not the per-parameter init report
     model.init_weights()
+    logger.setLevel(level)
     save_checkpoint(model.state_dict(), path)
 
 

@@ -1,0 +1,100 @@
+"""The complexity report, the ERF command and the picture command."""
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mmparcnet.tools import complexity, erf, infer
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SPEC = {'xt': (7.43, 1.55), 'tiny': (24.94, 4.27), 'small': (39.44, 7.78),
+        'base': (56.37, 12.49)}
+
+
+def test_complexity_of_the_four_archs_matches_the_spec():
+    rows = complexity.classifier_rows(['interpolate'])
+    assert [r['model'] for r in rows] == [f'classifier {a}' for a in SPEC]
+    for row, (params, macs) in zip(rows, SPEC.values()):
+        assert abs(row['params_m'] / params - 1) < 0.05
+        assert abs(row['macs_g'] / macs - 1) < 0.05
+
+
+def test_complexity_counts_the_kernel_length_really_used():
+    # at 224 both modes use the stored kernels; at 1280x800 interpolation
+    # makes the oversized kernels longer, and costlier
+    config = osp.join(REPO, 'configs', 'detection',
+                      'mask-rcnn_parcnetv2-nano_fpn_toy-coco.py')
+    fixed = complexity.dense_row(config, 'fixed')
+    interpolated = complexity.dense_row(config, 'interpolate')
+    assert fixed['params_m'] == interpolated['params_m']
+    assert interpolated['macs_g'] > fixed['macs_g'] > 0
+    assert interpolated['input'] == '1280x800'
+
+
+def test_erf_writes_a_png_of_the_requested_size(tmp_path, capsys):
+    out = tmp_path / 'erf.png'
+    assert erf.main(['--arch', 'xt', '--size', '96', '--images', '2',
+                     '--stage', '2', '--panel-size', '120', '--out',
+                     str(out)]) == 0
+    image = np.asarray(Image.open(out))
+    # two panels (interpolate, fixed) of 120 px under the title band
+    assert image.shape == (120 + erf.TITLE_HEIGHT, 240, 3)
+    heat = image[erf.TITLE_HEIGHT:]
+    assert np.isfinite(heat).all() and heat.std() > 5
+    assert '90% of the gradient mass' in capsys.readouterr().out
+
+
+def test_erf_values_are_finite_and_centred():
+    from mmparcnet.models import ParCNetV2
+    torch.manual_seed(0)
+    model = ParCNetV2('xt', out_indices=(1, ))
+    model.init_weights()
+    values = erf.effective_receptive_field(model, torch.randn(2, 3, 64, 64))
+    assert np.isfinite(values).all() and values.std() > 0
+    peak = np.unravel_index(values.argmax(), values.shape)
+    assert abs(peak[0] - 32) < 12 and abs(peak[1] - 32) < 12
+    assert 0 < erf.covering_fraction(values) <= 1
+
+
+def test_interpolated_kernels_see_further_at_large_inputs():
+    # the picture that shows why interpolation matters, as numbers: at 4x the
+    # pretraining size, fixed kernels cover a quarter of the last stage's
+    # map, interpolated ones all of it
+    from mmparcnet.models import ParCNetV2
+    images = torch.randn(1, 3, 256, 256)
+    sides = {}
+    for mode in ('interpolate', 'fixed'):
+        torch.manual_seed(0)
+        model = ParCNetV2(dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32]),
+                          kernel_mode=mode, pretrain_size=64,
+                          out_indices=(3, ))
+        model.init_weights()
+        sides[mode] = erf.covering_fraction(
+            erf.effective_receptive_field(model, images), share=0.99)
+    assert sides['interpolate'] > sides['fixed']
+
+
+def test_infer_draws_predictions(tmp_path):
+    from mmengine.config import Config
+    from mmengine.runner import save_checkpoint
+
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmparcnet.datasets import make_coco
+    make_coco(str(tmp_path / 'coco'), num_train=1, num_val=2)
+    config = osp.join(REPO, 'configs', 'detection',
+                      'mask-rcnn_parcnetv2-nano_fpn_toy-coco.py')
+    register_all_modules()
+    model = MODELS.build(Config.fromfile(config).model)
+    model.init_weights()
+    checkpoint = str(tmp_path / 'detector.pth')
+    save_checkpoint(model.state_dict(), checkpoint)
+    image = str(tmp_path / 'coco' / 'val2017' / '000000.jpg')
+    written = infer.infer(config, checkpoint, [image],
+                          str(tmp_path / 'out'), score_thr=0.)
+    assert written
+    picture = np.asarray(Image.open(written[0]))
+    assert picture.shape[:2] == np.asarray(Image.open(image)).shape[:2]
+    assert picture.std() > 0
