@@ -133,7 +133,7 @@ def parse_args(argv=None):
                                      description=__doc__.split('\n\n')[0])
     parser.add_argument('--work-dir', default='work_dirs/demo')
     parser.add_argument('--data-root', default='data/toy_coco')
-    parser.add_argument('--epochs', type=int, default=12)
+    parser.add_argument('--epochs', type=int, default=16)
     parser.add_argument('--num-train', type=int, default=96)
     parser.add_argument('--num-val', type=int, default=24)
     parser.add_argument('--skip-archs', action='store_true',

@@ -87,12 +87,18 @@ def test_fft_sizes_are_smooth():
 
 
 def test_automatic_choice_is_deterministic_and_by_shape():
-    # stage 1 of an 800x1216 detection input: clearly the FFT
+    # stage 1 of an 800x1216 detection input: the FFT on a GPU; on the CPU
+    # oneDNN's depthwise convolution stays faster up to ~1000x1000 maps
     assert choose_impl((2, 64, 200, 304), 399, 607, 'cuda') == 'fft'
-    assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu') == 'fft'
-    # the last stage at 224: clearly direct
+    assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu') == 'direct'
+    assert choose_impl((1, 8, 1200, 1200), 2399, 2399, 'cpu') == 'fft'
+    # the last stage at 224: direct everywhere
     assert choose_impl((1, 512, 7, 7), 13, 13, 'cpu') == 'direct'
     assert choose_impl((1, 512, 7, 7), 13, 13, 'cuda') == 'direct'
+    # fixed mode: the stored taps count, not the map
+    assert choose_impl((2, 512, 50, 76), 13, 13, 'cuda') == 'direct'
+    # an unknown device type behaves like the CPU
+    assert choose_impl((2, 64, 200, 304), 399, 607, 'mps') == 'direct'
     assert all(
         choose_impl((2, 128, 50, 76), 99, 151, 'cuda') == choose_impl(
             (2, 128, 50, 76), 99, 151, 'cuda') for _ in range(3))

@@ -67,10 +67,21 @@ from torch import Tensor
 KERNEL_MODES = ('interpolate', 'fixed')
 IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 
-# Direct-path multiply-adds (N * C * H * W * taps) above which the FFT path is
-# faster, per device type: measured with `mmparcnet-benchmark` (see README,
-# "Speed"). Unknown device types use the CPU value.
-FFT_THRESHOLDS = {'cpu': 2e7, 'cuda': 2.5e8}
+# When the FFT path is faster, per device type: the direct path costs
+# ``taps`` (2H-1 + 2W-1 in interpolate mode) multiply-adds per output
+# element, the FFT about a constant times log(HW) per element plus fixed
+# launch costs, so the FFT wins from some number of taps on, once there are
+# enough elements to amortise its launches. Unknown device types use 'cpu'.
+# - cpu: measured here (2 cores, torch 2.14, oneDNN's channels-last depthwise
+#   convolution at ~22 GMAC/s against ~22 ns per FFT point): the FFT wins only
+#   from about 4000 taps, maps of ~1000x1000, so the direct path is chosen;
+# - cuda: from the anchor timings in ENVIRONMENT.md (H200, fwd+bwd, batch 2):
+#   the FFT wins at 200x304, 100x152 and 50x76 (250 taps, 2.4M elements),
+#   loses at 25x38 (124 taps) and at 56x56 with 64 channels (0.4M elements).
+FFT_THRESHOLDS = {
+    'cpu': dict(min_taps=4000, min_elements=0),
+    'cuda': dict(min_taps=200, min_elements=1_000_000),
+}
 
 
 def stage_map_sizes(image_size: int, num_stages: int = 4) -> Tuple[int, ...]:
@@ -371,11 +382,15 @@ def direct_cost(x_shape, taps_h: int, taps_w: int) -> float:
 def choose_impl(x_shape, taps_h: int, taps_w: int, device_type: str) -> str:
     """``'fft'`` or ``'direct'`` for a shape on a device type.
 
-    Deterministic: the direct path's multiply-adds against a threshold
-    measured for the device type (:data:`FFT_THRESHOLDS`).
+    Deterministic: taps per output element and the number of elements
+    against the thresholds of the device type (:data:`FFT_THRESHOLDS`).
     """
     threshold = FFT_THRESHOLDS.get(device_type, FFT_THRESHOLDS['cpu'])
-    if direct_cost(x_shape, taps_h, taps_w) >= threshold:
+    batch, channels, height, width = x_shape
+    taps = min(taps_h, 2 * height - 1) + min(taps_w, 2 * width - 1)
+    elements = batch * channels * height * width
+    if taps >= threshold['min_taps'] and \
+            elements >= threshold['min_elements']:
         return 'fft'
     return 'direct'
 
