@@ -92,6 +92,11 @@ def test_automatic_choice_is_deterministic_and_by_shape():
     assert choose_impl((2, 64, 200, 304), 399, 607, 'cuda') == 'fft'
     assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu') == 'direct'
     assert choose_impl((1, 8, 1200, 1200), 2399, 2399, 'cpu') == 'fft'
+    # ... but not its backward with such kernels: with gradients, the FFT
+    assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu',
+                       training=True) == 'fft'
+    assert choose_impl((2, 320, 50, 76), 99, 151, 'cpu',
+                       training=True) == 'direct'
     # the last stage at 224: direct everywhere
     assert choose_impl((1, 512, 7, 7), 13, 13, 'cpu') == 'direct'
     assert choose_impl((1, 512, 7, 7), 13, 13, 'cuda') == 'direct'
@@ -102,7 +107,7 @@ def test_automatic_choice_is_deterministic_and_by_shape():
     assert all(
         choose_impl((2, 128, 50, 76), 99, 151, 'cuda') == choose_impl(
             (2, 128, 50, 76), 99, 151, 'cuda') for _ in range(3))
-    assert set(FFT_THRESHOLDS) >= {'cpu', 'cuda'}
+    assert {device for device, _ in FFT_THRESHOLDS} >= {'cpu', 'cuda'}
 
 
 @pytest.mark.parametrize('impl', ['direct', 'fft'])

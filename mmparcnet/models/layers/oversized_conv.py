@@ -55,8 +55,8 @@ picks how it is evaluated, and the result is the same up to rounding:
   resizes the kernels for whatever input it gets.
 - ``'auto'``: ``'fft'`` where the direct path's work is large enough for the
   FFT to win on that device, else ``'direct'`` (:func:`choose_impl`; the
-  choice depends only on the shape and the device type); ``'matmul'`` while
-  the model is being exported.
+  choice depends only on the shape, the device type and whether gradients
+  are needed); ``'matmul'`` while the model is being exported.
 """
 from typing import Optional, Tuple
 
@@ -67,20 +67,27 @@ from torch import Tensor
 KERNEL_MODES = ('interpolate', 'fixed')
 IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 
-# When the FFT path is faster, per device type: the direct path costs
-# ``taps`` (2H-1 + 2W-1 in interpolate mode) multiply-adds per output
-# element, the FFT about a constant times log(HW) per element plus fixed
-# launch costs, so the FFT wins from some number of taps on, once there are
-# enough elements to amortise its launches. Unknown device types use 'cpu'.
-# - cpu: measured here (2 cores, torch 2.14, oneDNN's channels-last depthwise
-#   convolution at ~22 GMAC/s against ~22 ns per FFT point): the FFT wins only
-#   from about 4000 taps, maps of ~1000x1000, so the direct path is chosen;
+# When the FFT path is faster, per device type and pass (``'forward'`` alone,
+# or ``'training'``: forward and backward): the direct path costs ``taps``
+# (2H-1 + 2W-1 in interpolate mode) multiply-adds per output element in the
+# forward pass and about twice that again in the backward, the FFT about a
+# constant times log(HW) per element plus fixed launch costs, so the FFT wins
+# from some number of taps on, once there are enough elements to amortise its
+# launches. Unknown device types use the CPU values.
+# - cpu: measured with `mmparcnet-benchmark --parts conv` (2 cores, torch
+#   2.14, channels-last): oneDNN's depthwise forward is fast enough that the
+#   FFT only wins from ~4000 taps (maps of ~1000x1000), but its backward with
+#   such kernels is slow: with gradients the FFT is 3.5x faster at 502 taps
+#   (100x152) and 0.7x at 250 taps (50x76);
 # - cuda: from the anchor timings in ENVIRONMENT.md (H200, fwd+bwd, batch 2):
 #   the FFT wins at 200x304, 100x152 and 50x76 (250 taps, 2.4M elements),
-#   loses at 25x38 (124 taps) and at 56x56 with 64 channels (0.4M elements).
+#   loses at 25x38 (124 taps) and at 56x56 with 64 channels (0.4M elements);
+#   not measured here for the forward pass alone, so the same values.
 FFT_THRESHOLDS = {
-    'cpu': dict(min_taps=4000, min_elements=0),
-    'cuda': dict(min_taps=200, min_elements=1_000_000),
+    ('cpu', 'forward'): dict(min_taps=4000, min_elements=0),
+    ('cpu', 'training'): dict(min_taps=350, min_elements=0),
+    ('cuda', 'forward'): dict(min_taps=200, min_elements=1_000_000),
+    ('cuda', 'training'): dict(min_taps=200, min_elements=1_000_000),
 }
 
 
@@ -379,13 +386,18 @@ def direct_cost(x_shape, taps_h: int, taps_w: int) -> float:
         min(taps_h, 2 * height - 1) + min(taps_w, 2 * width - 1))
 
 
-def choose_impl(x_shape, taps_h: int, taps_w: int, device_type: str) -> str:
+def choose_impl(x_shape, taps_h: int, taps_w: int, device_type: str,
+                training: bool = False) -> str:
     """``'fft'`` or ``'direct'`` for a shape on a device type.
 
     Deterministic: taps per output element and the number of elements
-    against the thresholds of the device type (:data:`FFT_THRESHOLDS`).
+    against the thresholds of the device type and pass
+    (:data:`FFT_THRESHOLDS`); ``training`` means gradients are needed.
     """
-    threshold = FFT_THRESHOLDS.get(device_type, FFT_THRESHOLDS['cpu'])
+    device_type = device_type if (device_type, 'forward') in \
+        FFT_THRESHOLDS else 'cpu'
+    threshold = FFT_THRESHOLDS[(device_type,
+                                'training' if training else 'forward')]
     batch, channels, height, width = x_shape
     taps = min(taps_h, 2 * height - 1) + min(taps_w, 2 * width - 1)
     elements = batch * channels * height * width
@@ -432,8 +444,10 @@ def oversized_conv(x: Tensor,
         k_h = resize_kernel(k_h, 2 * height - 1, vertical=True)
         k_w = resize_kernel(k_w, 2 * width - 1, vertical=False)
     if impl == 'auto':
+        training = torch.is_grad_enabled() and (
+            x.requires_grad or k_h.requires_grad or k_w.requires_grad)
         impl = choose_impl(x.shape, k_h.shape[-2], k_w.shape[-1],
-                           x.device.type)
+                           x.device.type, training)
     if impl == 'fft':
         return _FFTCorrelation.apply(x, k_h, k_w, local_kernel)
     return _direct(x, k_h, k_w, local_kernel)
