@@ -39,8 +39,12 @@ def build(name: str, arch: str, stage: int, checkpoint: Optional[str]):
         from mmpretrain.models import ConvNeXt
     except ImportError as err:
         raise SystemExit(f'the ConvNeXt comparison needs mmpretrain ({err})')
+    # layer scale 1.0 as in the detection configs: with the default 1e-6 a
+    # randomly initialised ConvNeXt's blocks are near-identity, and its ERF
+    # would only show the downsampling layers
     model = ConvNeXt(arch if arch in ('tiny', 'small', 'base') else 'tiny',
-                     out_indices=(stage, ), gap_before_final_norm=False)
+                     out_indices=(stage, ), gap_before_final_norm=False,
+                     layer_scale_init_value=1.0)
     model.init_weights()
     return model
 
