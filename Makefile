@@ -1,6 +1,6 @@
 # The two commands a new user runs (see README.md). Both build .venv/ on the
-# first run (about 15 minutes: mmcv is compiled once and cached outside the
-# clone) and reuse it afterwards.
+# first run (mmcv is compiled once per machine and cached outside the clone)
+# and reuse it afterwards.
 .PHONY: env demo test
 
 env:
