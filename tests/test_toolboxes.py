@@ -4,12 +4,10 @@ Each toolbox is driven in a fresh interpreter that imports nothing of
 mmparcnet itself: the config's ``custom_imports`` line must be enough, as in
 another project's config.
 """
-import os.path as osp
 import subprocess
 import sys
 import textwrap
 
-import pytest
 import torch
 
 import mmparcnet

@@ -20,7 +20,6 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-import torch
 from mmengine.logging import print_log
 from torch import Tensor, nn
 

@@ -125,8 +125,9 @@ def bench_oversized_conv(device, batch, height, width, warmup,
 # -- part 2: backbones --------------------------------------------------------
 
 
-def build_backbones(names: List[str]) -> Dict[str, Callable[[], object]]:
-    """Constructors by name; ConvNeXt-T and Swin-T from mmpretrain or timm."""
+def build_backbones(names: List[str]):
+    """Constructors by name, and where the baselines come from: ConvNeXt-T
+    and Swin-T from mmpretrain, or timm without it."""
     from mmparcnet.models import ParCNetV2
     builders = {
         'ParCNetV2-T': lambda: ParCNetV2('tiny', oversized_conv_impl='auto'),
@@ -149,43 +150,51 @@ def build_backbones(names: List[str]) -> Dict[str, Callable[[], object]]:
             'swin_tiny_patch4_window7_224', pretrained=False,
             features_only=True, strict_img_size=False)
         source = 'timm'
+    unknown = sorted(set(names) - set(builders))
+    if unknown:
+        raise SystemExit(f'unknown backbones {unknown}; choose from '
+                         f'{sorted(builders)}')
     return {name: builders[name] for name in names}, source
+
+
+def _measure_backbone(model, x, device, dtype, warmup, repeats) -> dict:
+
+    def forward():
+        model.eval()
+        with torch.no_grad(), _autocast(device, dtype):
+            model(x)
+
+    def forward_backward():
+        model.train()
+        with _autocast(device, dtype):
+            outs = model(x)
+        sum(o.float().sum() for o in outs).backward()
+        model.zero_grad(set_to_none=True)
+
+    fwd = measure(forward, device, warmup, repeats)
+    fwdbwd = measure(forward_backward, device, warmup, repeats)
+    return dict(fwd_ms=fwd['ms'], fwd_peak_mib=fwd['peak_mib'],
+                fwdbwd_ms=fwdbwd['ms'], fwdbwd_peak_mib=fwdbwd['peak_mib'])
 
 
 def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
                     names) -> List[dict]:
     builders, source = build_backbones(names)
     rows = []
+    x = torch.randn(batch, 3, height, width, device=device)
     for name, build in builders.items():
         model = build().to(device)
-        x = torch.randn(batch, 3, height, width, device=device)
         for dtype in dtypes:
             row = dict(backbone=name, dtype=dtype, source=(
                 'mmparcnet' if name.startswith('ParCNetV2') else source))
             try:
-
-                def forward():
-                    model.eval()
-                    with torch.no_grad(), _autocast(device, dtype):
-                        model(x)
-
-                def forward_backward():
-                    model.train()
-                    with _autocast(device, dtype):
-                        outs = model(x)
-                    sum(o.float().sum() for o in outs).backward()
-                    model.zero_grad(set_to_none=True)
-
-                fwd = measure(forward, device, warmup, repeats)
-                fwdbwd = measure(forward_backward, device, warmup, repeats)
-                row.update(fwd_ms=fwd['ms'], fwd_peak_mib=fwd['peak_mib'],
-                           fwdbwd_ms=fwdbwd['ms'],
-                           fwdbwd_peak_mib=fwdbwd['peak_mib'])
+                row.update(_measure_backbone(model, x, device, dtype, warmup,
+                                             repeats))
             except Exception as err:  # report, do not hide the others
                 row['error'] = f'{type(err).__name__}: {err}'
             rows.append(row)
             print(f'  measured {name} {dtype}', file=sys.stderr, flush=True)
-        del model
+        model = None  # free it before the next one
         if device.type == 'cuda':
             torch.cuda.empty_cache()
     for row in rows:

@@ -1,5 +1,4 @@
 import pytest
-import torch
 from mmengine.optim import build_optim_wrapper
 from torch import nn
 

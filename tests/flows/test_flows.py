@@ -1,6 +1,5 @@
 """The flows users run: ``mim train`` then ``mim test`` (the toolboxes' own
 tools and evaluation) on every config family, on generated data."""
-import glob
 import os
 import os.path as osp
 import re

@@ -1,9 +1,8 @@
 import os
 
-import pytest
 import torch
 
-from mmparcnet.checkpoint import load_checkpoint_file, load_pretrained
+from mmparcnet.checkpoint import load_checkpoint_file
 from mmparcnet.models import ParCNetV2
 from mmparcnet.tools.convert import main as convert_main
 

@@ -268,10 +268,6 @@ class ParCNetV2(BaseModule):
             0 over all blocks to this value. Defaults to 0.
         frozen_stages (int): stages (with their downsampling layers and output
             norms) to freeze; 0 freezes none. Defaults to 0.
-        norm_eval (bool): keep the frozen stages' layers in eval mode during
-            training. ParCNetV2 has no running statistics, so this only
-            matters for subclasses; it is kept for config compatibility.
-            Defaults to False.
         with_cp (bool): use gradient checkpointing on every block to save
             memory at the cost of speed. Defaults to False.
         kernel_mode (str): how the stored oversized kernels meet a feature
@@ -332,7 +328,6 @@ class ParCNetV2(BaseModule):
                  out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
                  drop_path_rate: float = 0.,
                  frozen_stages: int = 0,
-                 norm_eval: bool = False,
                  with_cp: bool = False,
                  kernel_mode: str = 'interpolate',
                  pretrain_size: int = 224,
@@ -376,7 +371,6 @@ class ParCNetV2(BaseModule):
         self.kernel_lengths = stored_kernel_lengths(pretrain_size,
                                                     self.num_stages)
         self.gap_before_final_norm = gap_before_final_norm
-        self.norm_eval = norm_eval
         self.with_cp = with_cp
 
         self.downsample_layers = nn.ModuleList()

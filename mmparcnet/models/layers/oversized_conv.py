@@ -379,13 +379,6 @@ def is_exporting() -> bool:
     return bool(exporting and exporting())
 
 
-def direct_cost(x_shape, taps_h: int, taps_w: int) -> float:
-    """Multiply-adds of the direct path for an input of ``x_shape``."""
-    batch, channels, height, width = x_shape
-    return float(batch * channels * height * width) * (
-        min(taps_h, 2 * height - 1) + min(taps_w, 2 * width - 1))
-
-
 def choose_impl(x_shape, taps_h: int, taps_w: int, device_type: str,
                 training: bool = False) -> str:
     """``'fft'`` or ``'direct'`` for a shape on a device type.

@@ -1,0 +1,26 @@
+"""The benchmark command runs and reports (timings are never asserted)."""
+import json
+
+from mmparcnet.tools import benchmark
+
+
+def test_benchmark_reports_every_part(tmp_path, capsys):
+    out = tmp_path / 'bench.json'
+    assert benchmark.main([
+        '--device', 'cpu', '--size', '64', '96', '--conv-batch', '1',
+        '--dtypes', 'fp32', 'bf16', '--repeats', '1', '--warmup', '0',
+        '--backbones', 'ParCNetV2-T', 'ConvNeXt-T', '--json', str(out)
+    ]) == 0
+    result = json.loads(out.read_text())
+    assert [row['shape'] for row in result['oversized_conv']] == [
+        [1, 64, 16, 24], [1, 128, 8, 12], [1, 320, 4, 6], [1, 512, 2, 3]
+    ]
+    for row in result['oversized_conv']:
+        assert row['direct_fwd_ms'] > 0 and row['fft_fwdbwd_ms'] > 0
+    rows = {(r['backbone'], r['dtype']): r for r in result['backbones']}
+    assert set(rows) == {('ParCNetV2-T', 'fp32'), ('ParCNetV2-T', 'bf16'),
+                         ('ConvNeXt-T', 'fp32'), ('ConvNeXt-T', 'bf16')}
+    assert all('error' not in r for r in rows.values())
+    assert rows[('ConvNeXt-T', 'fp32')]['fwd_ms_vs_convnext'] == 1.
+    assert rows[('ParCNetV2-T', 'fp32')]['source'] == 'mmparcnet'
+    assert 'Detection backbones' in capsys.readouterr().out
