@@ -68,8 +68,9 @@ def run(command, log_path):
     """Run a command, echo its output and keep it in ``log_path``."""
     print('$ ' + ' '.join(command), flush=True)
     with open(log_path, 'w') as log:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, text=True)
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env=dict(os.environ, PYTHONUNBUFFERED='1'))
         for line in process.stdout:
             log.write(line)
             if METRIC.search(line) or 'Epoch(train)' in line or \
