@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     after = metrics(run(mim + [
         'test', 'mmdet', TOY_CONFIG, '--checkpoint', checkpoint,
         '--work-dir', osp.join(args.work_dir, 'test_trained'), '--show-dir',
-        show_dir, '--cfg-options'
+        show_dir, '--cfg-options', 'default_hooks.visualization.score_thr=0.12'
     ] + data_options, osp.join(args.work_dir, 'test_trained.log')))
     shown = glob.glob(osp.join(args.work_dir, 'test_trained', '*',
                                show_dir))
