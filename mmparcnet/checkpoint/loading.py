@@ -134,8 +134,10 @@ def select_prefix(state: Dict[str, Tensor],
     return selected, 'openmmlab'
 
 
-def to_backbone_keys(state: Dict[str, Tensor],
-                     model: nn.Module) -> Tuple[Dict[str, Tensor], List[str]]:
+def to_backbone_keys(
+        state: Dict[str, Tensor], model: nn.Module,
+        target: Optional[Dict[str, Tensor]] = None
+) -> Tuple[Dict[str, Tensor], List[str]]:
     """Map a trunk state dict to ``model``'s key names.
 
     The classifier's final LayerNorm (``norm.*``) becomes the last output
@@ -148,7 +150,7 @@ def to_backbone_keys(state: Dict[str, Tensor],
     Returns:
         The mapped dict, and the names that were set aside with the reason.
     """
-    target = model.state_dict()
+    target = model.state_dict() if target is None else target
     gap = getattr(model, 'gap_before_final_norm', False)
     last = getattr(model, 'num_stages', 4) - 1
     mapped, set_aside = OrderedDict(), []
@@ -180,14 +182,16 @@ def to_backbone_keys(state: Dict[str, Tensor],
     return mapped, set_aside
 
 
-def fit_kernels(state: Dict[str, Tensor],
-                model: nn.Module) -> Dict[Tuple[int, int], int]:
+def fit_kernels(
+        state: Dict[str, Tensor], model: nn.Module,
+        target: Optional[Dict[str, Tensor]] = None
+) -> Dict[Tuple[int, int], int]:
     """Resize stored oversized kernels to the lengths ``model`` stores.
 
     Any other shape mismatch raises :class:`CheckpointError` naming the
     first mismatched tensor. Returns {(from, to): count} of resized kernels.
     """
-    target = model.state_dict()
+    target = model.state_dict() if target is None else target
     resized: Dict[Tuple[int, int], int] = {}
     for key, value in state.items():
         if key not in target or target[key].shape == value.shape:
@@ -216,13 +220,13 @@ def fit_kernels(state: Dict[str, Tensor],
 def load_state_into(model: nn.Module, state: Dict[str, Tensor],
                     source: str = 'checkpoint', layout: str = '') -> None:
     """Map, fit and load ``state`` into ``model``; report what did not fit."""
-    mapped, set_aside = to_backbone_keys(state, model)
-    resized = fit_kernels(mapped, model)
-    target_keys = set(model.state_dict())
-    unexpected = [key for key in mapped if key not in target_keys]
-    missing = [key for key in model.state_dict() if key not in mapped]
+    target = model.state_dict()
+    mapped, set_aside = to_backbone_keys(state, model, target)
+    resized = fit_kernels(mapped, model, target)
+    unexpected = [key for key in mapped if key not in target]
+    missing = [key for key in target if key not in mapped]
     model.load_state_dict(
-        OrderedDict((k, v) for k, v in mapped.items() if k in target_keys),
+        OrderedDict((k, v) for k, v in mapped.items() if k in target),
         strict=False)
     _log(f'loaded {len(mapped) - len(unexpected)} tensors into '
          f'{type(model).__name__} from {source}'
