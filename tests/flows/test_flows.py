@@ -77,3 +77,20 @@ def test_config_of_another_project_trains(workspace):
     losses = re.findall(r'Epoch\(train\) \[1\]\[\d+/\d+\].* loss: ([0-9.]+)',
                         log)
     assert losses and all(float(loss) > 0 for loss in losses)
+
+
+def test_segmentor_trains_in_bfloat16_on_the_cpu(workspace):
+    """The UperNet config's AMP on a CPU: one --cfg-options switches to
+    CPUAwareAmpOptimWrapper (bf16 autocast, mmengine's loss scaling)."""
+    config = workspace / 'upernet_bf16.py'
+    config.write_text(toy_configs.UPERNET)
+    log = mim(['train', 'mmsegmentation', str(config), '--work-dir',
+               str(workspace / 'work_dirs' / 'upernet_bf16'), '--cfg-options',
+               'optim_wrapper.type=CPUAwareAmpOptimWrapper',
+               'optim_wrapper.dtype=bfloat16',
+               'optim_wrapper.loss_scale=dynamic'], workspace)
+    assert "type='CPUAwareAmpOptimWrapper'" in log
+    losses = [float(v) for v in re.findall(r'Iter\(train\) .* loss: ([^ ]+)',
+                                           log)]
+    assert len(losses) == 6
+    assert all(loss == loss and loss < float('inf') for loss in losses)

@@ -15,6 +15,13 @@ back where the uninterrupted run would be:
   the generators the replay does not touch, torch's, go back, at the first
   iteration.
 
+Validation also draws from torch's generator (every data loader iterator
+takes a seed from it), and a killed job resumes without the validation that
+followed its last checkpoint. So the hook makes validation invisible to
+training: the generators go back after each validation to where they were
+before it. A run with the hook is then a function of its seed whatever the
+validation interval, and a resumed run repeats an uninterrupted one.
+
 The states hold only tensors, numpy arrays and plain Python values, so the
 checkpoint still loads with ``weights_only=True`` once mmparcnet is
 imported. Workers of a multi-process data loader are seeded per epoch by
@@ -66,6 +73,7 @@ class RNGStateHook(Hook):
 
     def __init__(self):
         self._pending: Optional[dict] = None
+        self._before_val: Optional[dict] = None
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         # the iteration a resumed runner will report (mmengine counts an
@@ -98,3 +106,11 @@ class RNGStateHook(Hook):
                           data_batch=None) -> None:
         if self._pending is not None:
             self._restore_if_resumed(runner, host=False)
+
+    def before_val(self, runner) -> None:
+        self._before_val = capture()
+
+    def after_val(self, runner) -> None:
+        if self._before_val is not None:
+            restore(self._before_val)
+            self._before_val = None

@@ -1,3 +1,4 @@
+from .amp import CPUAwareAmpOptimWrapper
 from .layer_decay import ParCNetV2LayerDecayOptimizerConstructor
 
-__all__ = ['ParCNetV2LayerDecayOptimizerConstructor']
+__all__ = ['CPUAwareAmpOptimWrapper', 'ParCNetV2LayerDecayOptimizerConstructor']

@@ -1,0 +1,117 @@
+"""Mixed-precision training through the oversized convolution: bf16 on the
+CPU (CPUAwareAmpOptimWrapper), fp16 on CUDA (mmengine's AmpOptimWrapper)."""
+import pytest
+import torch
+import torch.nn.functional as F
+from mmengine.model import BaseModel
+from mmengine.optim import build_optim_wrapper
+
+import mmparcnet  # noqa: F401  (registers the wrapper)
+from mmparcnet.models import ParCNetV2
+
+STEPS = 100
+
+
+class TinyClassifier(BaseModel):
+
+    def __init__(self, impl):
+        super().__init__()
+        self.backbone = ParCNetV2(
+            dict(depths=[1, 1, 1], dims=[8, 16, 24]), out_indices=(2, ),
+            gap_before_final_norm=True, drop_path_rate=0.1,
+            oversized_conv_impl=impl)
+        self.head = torch.nn.Linear(24, 2)
+        self.stem_dtypes = []
+        self.backbone.downsample_layers[0].register_forward_hook(
+            lambda module, args, output: self.stem_dtypes.append(output.dtype))
+
+    def forward(self, inputs, labels, mode='loss'):
+        logits = self.head(self.backbone(inputs)[0])
+        return dict(loss=F.cross_entropy(logits.float(), labels))
+
+
+def generated_batches(device, steps, size=(48, 64)):
+    """Images whose class is the brighter half (left or right)."""
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(steps):
+        images = torch.randn(4, 3, *size, generator=generator)
+        labels = torch.randint(0, 2, (4, ), generator=generator)
+        half = size[1] // 2
+        for image, label in zip(images, labels):
+            image[:, :, half * int(label):half * (int(label) + 1)] += 1.5
+        yield dict(inputs=images.to(device), labels=labels.to(device))
+
+
+def wrapper_for(device, model, **scaler):
+    if device == 'cpu':
+        cfg = dict(type='CPUAwareAmpOptimWrapper', dtype='bfloat16')
+    else:
+        cfg = dict(type='AmpOptimWrapper', dtype='float16')
+    cfg.update(optimizer=dict(type='AdamW', lr=2e-3), **scaler)
+    return build_optim_wrapper(model, cfg)
+
+
+DEVICES = ['cpu', pytest.param('cuda', marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason='fp16 AMP needs CUDA'))]
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('impl', ['direct', 'fft'])
+def test_amp_training_stays_finite_and_learns(device, impl):
+    torch.manual_seed(0)
+    model = TinyClassifier(impl).to(device)
+    wrapper = wrapper_for(device, model)
+    losses = []
+    for data in generated_batches(device, STEPS):
+        log = model.train_step(data, wrapper)
+        losses.append(log['loss'].item())
+    low_precision = torch.bfloat16 if device == 'cpu' else torch.float16
+    assert set(model.stem_dtypes) == {low_precision}  # autocast was on
+    assert all(torch.isfinite(torch.tensor(losses))), losses
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.8 * first, (first, last)
+    # no step was skipped for overflow along the way
+    assert wrapper.loss_scaler.get_scale() >= 2.0**16
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_loss_scale_skips_non_finite_steps_and_grows_back(device):
+    torch.manual_seed(0)
+    model = TinyClassifier('auto').to(device)
+    wrapper = wrapper_for(
+        device, model, loss_scale=dict(init_scale=1024.0, growth_interval=2))
+    batches = list(generated_batches(device, 4))
+    model.train_step(batches[0], wrapper)
+    assert wrapper.loss_scaler.get_scale() == 1024.0
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    poisoned = dict(batches[1], inputs=batches[1]['inputs'].clone())
+    poisoned['inputs'][0, 0, 0, 0] = float('inf')
+    model.train_step(poisoned, wrapper)
+    # the overflowing step was skipped and the scale backed off
+    for name, value in model.state_dict().items():
+        if 'running' not in name and 'num_batches' not in name:
+            assert torch.equal(value, before[name]), name
+    assert wrapper.loss_scaler.get_scale() == 512.0
+
+    model.train_step(batches[2], wrapper)
+    assert wrapper.loss_scaler.get_scale() == 512.0
+    model.train_step(batches[3], wrapper)  # two finite steps in a row
+    assert wrapper.loss_scaler.get_scale() == 1024.0
+
+    # the scale travels in the wrapper's state dict (checkpoints, resume)
+    state = wrapper.state_dict()
+    fresh = wrapper_for(device, TinyClassifier('auto').to(device))
+    fresh.load_state_dict(state)
+    assert fresh.loss_scaler.get_scale() == 1024.0
+
+
+def test_cpu_wrapper_rejects_float16_clearly():
+    if torch.cuda.is_available():
+        pytest.skip('fp16 is valid with a GPU')
+    with pytest.raises(ValueError, match='bfloat16 only'):
+        build_optim_wrapper(
+            TinyClassifier('auto'),
+            dict(type='CPUAwareAmpOptimWrapper', dtype='float16',
+                 optimizer=dict(type='SGD', lr=0.1)))

@@ -1,0 +1,45 @@
+"""Hooks the flow tests put into configs (``custom_imports``) to stand in
+for the outside world: a preempted job, and a look at every rank."""
+import os
+import os.path as osp
+
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class PreemptHook(Hook):
+    """Kill the process without any cleanup right after the checkpoint of
+    ``epoch`` or ``iteration`` (1-based, as in ``epoch_2.pth``) is written,
+    as a preempted job dies."""
+
+    priority = 'LOWEST'  # after CheckpointHook and RNGStateHook
+
+    def __init__(self, epoch=None, iteration=None):
+        self.epoch, self.iteration = epoch, iteration
+
+    def after_train_epoch(self, runner):
+        if self.epoch is not None and runner.epoch + 1 == self.epoch:
+            os._exit(17)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if self.iteration is not None and runner.iter + 1 == self.iteration:
+            os._exit(17)
+
+
+@HOOKS.register_module()
+class SaveRankStateHook(Hook):
+    """Every rank writes its model's state dict (parameters and buffers) to
+    ``work_dir/rank{r}.pth`` when training ends."""
+
+    def after_train(self, runner):
+        model = runner.model.module if hasattr(runner.model,
+                                               'module') else runner.model
+        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(
+            dict(state=state, wrapper=type(runner.model).__name__,
+                 norms=sorted({type(m).__name__ for m in model.modules()
+                               if 'Norm' in type(m).__name__})),
+            osp.join(runner.work_dir, f'rank{runner.rank}.pth'))
