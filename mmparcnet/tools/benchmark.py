@@ -2,9 +2,10 @@
 
 Two parts, one run:
 
-1. the oversized convolution alone, FFT against direct, forward and
-   forward+backward, at the four stage shapes ParCNetV2-T meets on a
-   detection input (800x1216 by default);
+1. the oversized convolution alone, every implementation (direct, FFT,
+   matmul) forward and forward+backward at the four stage shapes
+   ParCNetV2-T meets on a detection input (800x1216 by default), with the
+   path the automatic choice takes and its speed-up over the direct path;
 2. ParCNetV2-T (automatic and direct oversized convolution) against
    ConvNeXt-T and Swin-T as detection backbones (all four stage outputs):
    forward, forward+backward, peak memory (CUDA), in fp32 and bf16 autocast,
@@ -87,19 +88,23 @@ def stage_shapes(height: int, width: int) -> List[tuple]:
     return shapes
 
 
+CONV_IMPLS = ('direct', 'fft', 'matmul')
+
+
 def bench_oversized_conv(device, batch, height, width, warmup,
                          repeats) -> List[dict]:
-    from mmparcnet.models.layers.oversized_conv import (oversized_conv,
+    from mmparcnet.models.layers.oversized_conv import (choose_impl,
+                                                        oversized_conv,
                                                         stored_kernel_lengths)
     rows = []
     lengths = stored_kernel_lengths(224)
     for stage, (channels, h, w) in enumerate(stage_shapes(height, width)):
-        x = torch.randn(batch, channels, h, w, device=device)
-        x = x.contiguous(memory_format=torch.channels_last)
+        # channel-major planes seen as NCHW, as the backbone hands them over
+        x = torch.randn(channels, batch, h, w, device=device).transpose(0, 1)
         k_h = torch.randn(channels, 1, lengths[stage], 1, device=device)
         k_w = torch.randn(channels, 1, 1, lengths[stage], device=device)
         row = dict(stage=stage, shape=[batch, channels, h, w])
-        for impl in ('direct', 'fft'):
+        for impl in CONV_IMPLS:
 
             def forward():
                 with torch.no_grad():
@@ -116,8 +121,12 @@ def bench_oversized_conv(device, batch, height, width, warmup,
                                             repeats)['ms']
             row[f'{impl}_fwdbwd_ms'] = measure(forward_backward, device,
                                                warmup, repeats)['ms']
-        row['speedup_fwd'] = row['direct_fwd_ms'] / row['fft_fwd_ms']
-        row['speedup_fwdbwd'] = row['direct_fwdbwd_ms'] / row['fft_fwdbwd_ms']
+        for key, training in (('fwd', False), ('fwdbwd', True)):
+            chosen = choose_impl(x.shape, 2 * h - 1, 2 * w - 1, device.type,
+                                 training)
+            row[f'auto_{key}'] = chosen
+            row[f'speedup_{key}'] = (row[f'direct_{key}_ms'] /
+                                     row[f'{chosen}_{key}_ms'])
         rows.append(row)
     return rows
 
@@ -220,19 +229,22 @@ def print_report(result: dict) -> None:
           f'{result["torch"]}, threads {result["threads"]}')
     if result.get('oversized_conv'):
         print(f'\nOversized convolution alone, interpolate mode, input '
-              f'{result["input"]}, batch {result["conv_batch"]} (ms, median)')
-        print(f'{"stage":>5} {"N x C x H x W":>20} {"direct fwd":>11} '
-              f'{"fft fwd":>8} {"x":>6} {"direct f+b":>11} {"fft f+b":>8} '
-              f'{"x":>6}')
+              f'{result["input"]}, batch {result["conv_batch"]} (ms, median; '
+              f'auto: the path chosen, x: its speed-up over direct)')
+        header = ' '.join(f'{impl:>8}' for impl in CONV_IMPLS)
+        print(f'{"stage":>5} {"N x C x H x W":>18} | forward {header} '
+              f'{"auto":>7} {"x":>5} | fwd+bwd {header} {"auto":>7} '
+              f'{"x":>5}')
         for row in result['oversized_conv']:
             shape = 'x'.join(map(str, row['shape']))
-            print(f'{row["stage"]:>5} {shape:>20} '
-                  f'{_fmt(row["direct_fwd_ms"]):>11} '
-                  f'{_fmt(row["fft_fwd_ms"]):>8} '
-                  f'{_fmt(row["speedup_fwd"]):>6} '
-                  f'{_fmt(row["direct_fwdbwd_ms"]):>11} '
-                  f'{_fmt(row["fft_fwdbwd_ms"]):>8} '
-                  f'{_fmt(row["speedup_fwdbwd"]):>6}')
+            cells = [f'{row["stage"]:>5} {shape:>18}']
+            for key, label in (('fwd', 'forward'), ('fwdbwd', 'fwd+bwd')):
+                times = ' '.join(f'{_fmt(row[f"{impl}_{key}_ms"]):>8}'
+                                 for impl in CONV_IMPLS)
+                cells.append(f'{"":{len(label)}} {times} '
+                             f'{row[f"auto_{key}"]:>7} '
+                             f'{_fmt(row[f"speedup_{key}"]):>5}')
+            print(' | '.join(cells))
     if result.get('backbones'):
         print(f'\nDetection backbones, input {result["input"]}, batch '
               f'{result["backbone_batch"]} (ms, median; peak MiB on CUDA; '

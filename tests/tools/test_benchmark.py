@@ -1,6 +1,8 @@
 """The benchmark command runs and reports (timings are never asserted)."""
 import json
 
+import pytest
+
 from mmparcnet.tools import benchmark
 
 
@@ -16,7 +18,11 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
         [1, 64, 16, 24], [1, 128, 8, 12], [1, 320, 4, 6], [1, 512, 2, 3]
     ]
     for row in result['oversized_conv']:
-        assert row['direct_fwd_ms'] > 0 and row['fft_fwdbwd_ms'] > 0
+        for impl in ('direct', 'fft', 'matmul'):
+            assert row[f'{impl}_fwd_ms'] > 0 and row[f'{impl}_fwdbwd_ms'] > 0
+        for key in ('fwd', 'fwdbwd'):
+            assert row[f'speedup_{key}'] == pytest.approx(
+                row[f'direct_{key}_ms'] / row[f'{row[f"auto_{key}"]}_{key}_ms'])
     rows = {(r['backbone'], r['dtype']): r for r in result['backbones']}
     assert set(rows) == {('ParCNetV2-T', 'fp32'), ('ParCNetV2-T', 'bf16'),
                          ('ConvNeXt-T', 'fp32'), ('ConvNeXt-T', 'bf16')}

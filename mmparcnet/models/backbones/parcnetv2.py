@@ -102,6 +102,36 @@ def pointwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
     return F.linear(x, conv.weight.flatten(1), conv.bias)
 
 
+def to_planes(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """A 1x1 convolution from channels-last (N, H, W, C_in) to channel-major
+    planes (C_out, N, H, W), as one GEMM: ``W @ x^T``. The GEMM reads the
+    transposed operand in place, so the change of layout costs nothing."""
+    batch, height, width, channels = x.shape
+    weight = conv.weight.flatten(1)
+    rows = x.reshape(-1, channels).t()
+    out = (torch.mm(weight, rows) if conv.bias is None else torch.addmm(
+        conv.bias[:, None], weight, rows))
+    return out.view(-1, batch, height, width)
+
+
+def from_planes(planes: Tensor, conv: nn.Conv2d) -> Tensor:
+    """The inverse of :func:`to_planes`: channel-major (C_in, N, H, W) to a
+    channels-last (N, H, W, C_out) 1x1 convolution, ``x^T @ W^T``."""
+    channels, batch, height, width = planes.shape
+    out = F.linear(planes.reshape(channels, -1).t(), conv.weight.flatten(1),
+                   conv.bias)
+    return out.view(batch, height, width, -1)
+
+
+def gated(x: Tensor, gate: Tensor) -> Tensor:
+    """``x * gate``, written into ``x`` (a fresh intermediate) where
+    autograd does not need it: large temporaries cost page faults on the
+    CPU."""
+    if torch.is_grad_enabled() and (x.requires_grad or gate.requires_grad):
+        return x * gate
+    return x.mul_(gate)
+
+
 class OversizedConv(nn.Module):
     """Vertical then horizontal oversized depthwise convolution.
 
@@ -148,7 +178,9 @@ class SpatialBGU(nn.Module):
     """Spatial bifurcate gate unit, the token mixer.
 
     ``g, u = split(pwconv1(x))``; ``u = GELU(u)``;
-    ``out = pwconv2(g * (OC(u) + DWConv7x7(u)))``. Channels-last in and out.
+    ``out = pwconv2(g * (OC(u) + DWConv7x7(u)))``. Channels-last in and out;
+    inside, channel-major planes (C, N, H, W): the spatial convolutions work
+    plane by plane, and the two pointwise GEMMs change the layout for free.
     """
 
     def __init__(self, channels: int, kernel_length: int, kernel_mode: str,
@@ -164,11 +196,11 @@ class SpatialBGU(nn.Module):
         self.pwconv2 = nn.Conv2d(channels, channels, 1, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, value = pointwise(x, self.pwconv1).split(self.channels, dim=-1)
-        # NHWC data seen as NCHW (channels-last memory): no copy
-        value = F.gelu(value).permute(0, 3, 1, 2)
+        gate, value = to_planes(x, self.pwconv1).split(self.channels, dim=0)
+        # planes (C, N, H, W) seen as NCHW, the layout the convolution takes
+        value = F.gelu(value).transpose(0, 1)
         value = self.dwconv1(value, local_kernel=self.dwconv2.weight)
-        return pointwise(gate * value.permute(0, 2, 3, 1), self.pwconv2)
+        return from_planes(gated(value.transpose(0, 1), gate), self.pwconv2)
 
 
 class ChannelBGU(nn.Module):
@@ -185,7 +217,7 @@ class ChannelBGU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         value, gate = self.fc1(x).chunk(2, dim=-1)
-        return self.fc2(value * F.gelu(gate))
+        return self.fc2(gated(F.gelu(gate), value))
 
 
 class ParCNetV2Block(nn.Module):

@@ -46,17 +46,24 @@ picks how it is evaluated, and the result is the same up to rounding:
   in float32 (also under fp16/bf16 autocast, returning the input dtype) and
   saves its inputs rather than spectra, recomputing them in the backward.
 - ``'matmul'``: each 1-D correlation as a product with its Toeplitz matrix
-  ``T[i, t] = k[t - i + centre]``, built by gathering from the kernel, and
-  the kernel resizing as explicit index arithmetic. It has the direct path's
-  cost, but no operator whose shape depends on the input: convolutions with
-  an input-sized kernel ("kernel of unknown shape") and FFTs have no ONNX
-  export with dynamic sizes, matrix products and gathers do. It is what
+  ``T[i, t] = k[t - i + centre]``: per channel ``T_h @ X @ T_w^T``, two
+  batched GEMMs. That is H + W multiply-adds per output element, half the
+  direct path's (which also multiplies the padding), and GEMMs run near the
+  machine's peak where depthwise convolutions with long kernels do not: on
+  the CPU it is the fastest path at detection sizes. Eagerly the Toeplitz
+  matrices are strided views of the flipped kernel, copied once, and the
+  map is taken as channel-major planes (C, N, H, W), the layout the
+  backbone hands over, so that both products are plain ``bmm`` calls. While exporting, the matrices are gathered by index
+  arithmetic and the kernels resized the same way, so the graph holds no
+  operator whose shape depends on the input: convolutions with an
+  input-sized kernel ("kernel of unknown shape") and FFTs have no ONNX
+  export with dynamic sizes, matrix products and gathers do. That is what
   ``torch.onnx.export`` (legacy or dynamo) records, so an exported graph
   resizes the kernels for whatever input it gets.
-- ``'auto'``: ``'fft'`` where the direct path's work is large enough for the
-  FFT to win on that device, else ``'direct'`` (:func:`choose_impl`; the
-  choice depends only on the shape, the device type and whether gradients
-  are needed); ``'matmul'`` while the model is being exported.
+- ``'auto'``: the path measured fastest for the shape on that device
+  (:func:`choose_impl`; the choice depends only on the shape, the device
+  type and whether gradients are needed); ``'matmul'`` while the model is
+  being exported.
 """
 from typing import Optional, Tuple
 
@@ -67,27 +74,32 @@ from torch import Tensor
 KERNEL_MODES = ('interpolate', 'fixed')
 IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 
-# When the FFT path is faster, per device type and pass (``'forward'`` alone,
-# or ``'training'``: forward and backward): the direct path costs ``taps``
-# (2H-1 + 2W-1 in interpolate mode) multiply-adds per output element in the
-# forward pass and about twice that again in the backward, the FFT about a
-# constant times log(HW) per element plus fixed launch costs, so the FFT wins
-# from some number of taps on, once there are enough elements to amortise its
-# launches. Unknown device types use the CPU values.
-# - cpu: measured with `mmparcnet-benchmark --parts conv` (2 cores, torch
-#   2.14, channels-last): oneDNN's depthwise forward is fast enough that the
-#   FFT only wins from ~4000 taps (maps of ~1000x1000), but its backward with
-#   such kernels is slow: with gradients the FFT is 3.5x faster at 502 taps
-#   (100x152) and 0.7x at 250 taps (50x76);
-# - cuda: from the anchor timings in ENVIRONMENT.md (H200, fwd+bwd, batch 2):
-#   the FFT wins at 200x304, 100x152 and 50x76 (250 taps, 2.4M elements),
-#   loses at 25x38 (124 taps) and at 56x56 with 64 channels (0.4M elements);
-#   not measured here for the forward pass alone, so the same values.
-FFT_THRESHOLDS = {
-    ('cpu', 'forward'): dict(min_taps=4000, min_elements=0),
-    ('cpu', 'training'): dict(min_taps=350, min_elements=0),
-    ('cuda', 'forward'): dict(min_taps=200, min_elements=1_000_000),
-    ('cuda', 'training'): dict(min_taps=200, min_elements=1_000_000),
+# The fastest path per device type and pass (``'forward'`` alone, or
+# ``'training'``: forward and backward), as ``(impl, min_taps,
+# min_elements)`` rules tried in order; ``'direct'`` where none applies.
+# ``taps`` is the number of kernel taps that meet the map (2H-1 + 2W-1 in
+# interpolate mode): the direct path costs that many multiply-adds per output
+# element (about three times that with the backward), the matmul path H + W
+# in GEMMs, the FFT about a constant times log(HW) plus fixed launch costs.
+# Unknown device types use the CPU rules.
+# - cpu: measured with `mmparcnet-benchmark --parts conv` and at the stage
+#   shapes of 224 inputs (2 cores, torch 2.14, channel-major planes as the
+#   backbone hands them over, batch 1 and 16): matmul is the fastest path
+#   from ~40 taps, forward and with gradients (25x38, 512 channels: 8.5 vs
+#   17 ms forward; 200x304, batch 2: 160 vs 975 ms forward, 0.94 vs 11.3 s
+#   with the backward); at 7x7 maps (26 taps) the two are even. The FFT
+#   (pocketfft) never wins on this CPU: 3x slower than matmul even on
+#   800x1216 maps;
+# - cuda: FFT from the anchor timings in ENVIRONMENT.md (H200, fwd+bwd,
+#   batch 2): it beats the direct path at 200x304, 100x152 and 50x76 (250
+#   taps, 2.4M elements), loses at 25x38 (124 taps) and at 56x56 with 64
+#   channels (0.4M elements); the forward alone and the matmul path were not
+#   measured on a GPU, so the same rule.
+FAST_PATHS = {
+    ('cpu', 'forward'): [('matmul', 40, 0)],
+    ('cpu', 'training'): [('matmul', 40, 0)],
+    ('cuda', 'forward'): [('fft', 200, 1_000_000)],
+    ('cuda', 'training'): [('fft', 200, 1_000_000)],
 }
 
 
@@ -144,6 +156,13 @@ def resize_kernel(weight: Tensor, length: int, vertical: bool) -> Tensor:
     return resized.reshape(channels, 1, 1, length)
 
 
+def _local(x: Tensor, local_kernel: Tensor) -> Tensor:
+    return F.conv2d(
+        x, local_kernel, padding=(local_kernel.shape[-2] // 2,
+                                  local_kernel.shape[-1] // 2),
+        groups=x.shape[1])
+
+
 def _direct(x: Tensor, k_h: Tensor, k_w: Tensor,
             local_kernel: Optional[Tensor]) -> Tensor:
     channels = x.shape[1]
@@ -151,10 +170,7 @@ def _direct(x: Tensor, k_h: Tensor, k_w: Tensor,
     out = F.conv2d(out, k_w, padding=(0, k_w.shape[-1] // 2),
                    groups=channels)
     if local_kernel is not None:
-        out = out + F.conv2d(
-            x, local_kernel, padding=(local_kernel.shape[-2] // 2,
-                                      local_kernel.shape[-1] // 2),
-            groups=channels)
+        out = out + _local(x, local_kernel)
     return out
 
 
@@ -348,8 +364,9 @@ def _toeplitz(kernel: Tensor, size, centre) -> Tensor:
     return gathered * valid.to(kernel.dtype)
 
 
-def _matmul(x: Tensor, k_h: Tensor, k_w: Tensor, mode: str,
-            local_kernel: Optional[Tensor]) -> Tensor:
+def _traced_matmul(x: Tensor, k_h: Tensor, k_w: Tensor, mode: str,
+                   local_kernel: Optional[Tensor]) -> Tensor:
+    """The matmul path as exporters record it (sizes may be symbolic)."""
     height, width = x.shape[-2], x.shape[-1]
     k_h, k_w = k_h[:, 0, :, 0], k_w[:, 0, 0, :]
     if mode == 'interpolate':
@@ -363,10 +380,45 @@ def _matmul(x: Tensor, k_h: Tensor, k_w: Tensor, mode: str,
     out = torch.matmul(vertical.to(x.dtype), x)
     out = torch.matmul(out, horizontal.transpose(1, 2).to(x.dtype))
     if local_kernel is not None:
-        out = out + F.conv2d(
-            x, local_kernel, padding=(local_kernel.shape[-2] // 2,
-                                      local_kernel.shape[-1] // 2),
-            groups=x.shape[1])
+        out = out + _local(x, local_kernel)
+    return out
+
+
+def _toeplitz_view(kernel: Tensor, size: int) -> Tensor:
+    """(C, size, size) matrices T[c, i, t] = kernel[c, t - i + K // 2] for a
+    centred (C, K) kernel, zero where no tap exists.
+
+    After cropping or zero-padding the kernel to 2 * size - 1 taps and
+    flipping it (f), T[c, i, t] = f[c, i + (size - 1 - t)]: a sliding window
+    of f read with the columns reversed.
+    """
+    centre, reach = kernel.shape[1] // 2, size - 1
+    if centre >= reach:
+        kernel = kernel[:, centre - reach:centre + reach + 1]
+    else:
+        kernel = F.pad(kernel, (reach - centre, reach - centre))
+    return kernel.flip(1).unfold(1, size, 1).flip(2)
+
+
+def _matmul(x: Tensor, k_h: Tensor, k_w: Tensor,
+            local_kernel: Optional[Tensor]) -> Tensor:
+    batch, channels, height, width = x.shape
+    vertical = _toeplitz_view(k_h[:, 0, :, 0].to(x.dtype), height)
+    horizontal = _toeplitz_view(k_w[:, 0, 0, :].to(x.dtype), width)
+    # channel-major planes (C, N, H, W) (a copy unless x is laid out so):
+    # seen as (C, N * H, W) the horizontal pass is X @ T_w^T, then each
+    # plane's vertical pass is T_h @ X
+    planes = x.transpose(0, 1).contiguous()
+    out = torch.bmm(planes.view(channels, batch * height, width),
+                    horizontal.transpose(1, 2))
+    out = out.view(channels, batch, height, width)
+    if batch == 1:
+        out = torch.bmm(vertical, out[:, 0])[:, None]
+    else:
+        out = torch.matmul(vertical[:, None], out)
+    out = out.transpose(0, 1)  # NCHW, channel-major memory
+    if local_kernel is not None:
+        out = out.add_(_local(x, local_kernel))
     return out
 
 
@@ -381,22 +433,21 @@ def is_exporting() -> bool:
 
 def choose_impl(x_shape, taps_h: int, taps_w: int, device_type: str,
                 training: bool = False) -> str:
-    """``'fft'`` or ``'direct'`` for a shape on a device type.
+    """``'direct'``, ``'matmul'`` or ``'fft'`` for a shape on a device type.
 
     Deterministic: taps per output element and the number of elements
-    against the thresholds of the device type and pass
-    (:data:`FFT_THRESHOLDS`); ``training`` means gradients are needed.
+    against the rules of the device type and pass (:data:`FAST_PATHS`);
+    ``training`` means gradients are needed.
     """
     device_type = device_type if (device_type, 'forward') in \
-        FFT_THRESHOLDS else 'cpu'
-    threshold = FFT_THRESHOLDS[(device_type,
-                                'training' if training else 'forward')]
+        FAST_PATHS else 'cpu'
+    rules = FAST_PATHS[(device_type, 'training' if training else 'forward')]
     batch, channels, height, width = x_shape
     taps = min(taps_h, 2 * height - 1) + min(taps_w, 2 * width - 1)
     elements = batch * channels * height * width
-    if taps >= threshold['min_taps'] and \
-            elements >= threshold['min_elements']:
-        return 'fft'
+    for impl, min_taps, min_elements in rules:
+        if taps >= min_taps and elements >= min_elements:
+            return impl
     return 'direct'
 
 
@@ -422,7 +473,8 @@ def oversized_conv(x: Tensor,
             (ParCNetV2's 7x7 branch). Defaults to None.
 
     Returns:
-        Tensor: output of shape (N, C, H, W).
+        Tensor: output of shape (N, C, H, W). Its memory layout depends on
+        the path (channel-major for ``'matmul'``).
     """
     if mode not in KERNEL_MODES:
         raise ValueError(f'unknown oversized kernel mode {mode!r}; '
@@ -430,8 +482,8 @@ def oversized_conv(x: Tensor,
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f'unknown oversized convolution implementation '
                          f'{impl!r}; expected one of {IMPLEMENTATIONS}')
-    if impl == 'matmul' or (impl == 'auto' and is_exporting()):
-        return _matmul(x, k_h, k_w, mode, local_kernel)
+    if impl in ('matmul', 'auto') and is_exporting():
+        return _traced_matmul(x, k_h, k_w, mode, local_kernel)
     height, width = x.shape[-2:]
     if mode == 'interpolate':
         k_h = resize_kernel(k_h, 2 * height - 1, vertical=True)
@@ -443,4 +495,6 @@ def oversized_conv(x: Tensor,
                            x.device.type, training)
     if impl == 'fft':
         return _FFTCorrelation.apply(x, k_h, k_w, local_kernel)
+    if impl == 'matmul':
+        return _matmul(x, k_h, k_w, local_kernel)
     return _direct(x, k_h, k_w, local_kernel)

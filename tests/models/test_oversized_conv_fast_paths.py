@@ -1,25 +1,27 @@
-"""The FFT oversized convolution against the direct (reference) path."""
+"""The fast oversized convolutions (FFT, matmul) against the direct
+(reference) path, and the automatic choice between them."""
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmparcnet.models import ParCNetV2
-from mmparcnet.models.layers.oversized_conv import (FFT_THRESHOLDS,
-                                                    choose_impl, fft_size,
-                                                    oversized_conv)
+from mmparcnet.models.layers.oversized_conv import (FAST_PATHS, choose_impl,
+                                                    fft_size, oversized_conv)
+
+FAST = ['fft', 'matmul']
 
 
-def both_paths(x, k_h, k_w, local, mode, grad):
+def both_paths(x, k_h, k_w, local, mode, grad, fast):
     results = {}
-    for impl in ('direct', 'fft'):
+    for impl in ('direct', fast):
         tensors = [t.detach().clone().requires_grad_(True)
                    for t in (x, k_h, k_w, local)]
         out = oversized_conv(tensors[0], tensors[1], tensors[2], mode, impl,
                              tensors[3])
         out.backward(grad)
         results[impl] = [out.detach()] + [t.grad for t in tensors]
-    return results['direct'], results['fft']
+    return results['direct'], results[fast]
 
 
 def random_case(batch, channels, height, width, taps, local_taps, mode,
@@ -35,43 +37,47 @@ def random_case(batch, channels, height, width, taps, local_taps, mode,
             rand(batch, channels, height, width))
 
 
+@pytest.mark.parametrize('fast', FAST)
 @settings(max_examples=60, deadline=None)
 @given(batch=st.integers(1, 3), channels=st.integers(1, 5),
        height=st.integers(1, 24), width=st.integers(1, 24),
        stored=st.integers(1, 20), local=st.sampled_from([1, 3, 7]),
        mode=st.sampled_from(['interpolate', 'fixed']),
        seed=st.integers(0, 2**16))
-def test_fft_equals_direct_values_and_gradients(batch, channels, height,
-                                                width, stored, local, mode,
-                                                seed):
+def test_fast_path_equals_direct_values_and_gradients(
+        fast, batch, channels, height, width, stored, local, mode, seed):
     taps = 2 * stored - 1  # stored kernels have odd length
     x, k_h, k_w, k_local, grad = random_case(batch, channels, height, width,
                                              taps, local, mode, seed)
-    direct, fft = both_paths(x, k_h, k_w, k_local, mode, grad)
-    for name, a, b in zip(('out', 'x', 'k_h', 'k_w', 'local'), direct, fft):
+    direct, result = both_paths(x, k_h, k_w, k_local, mode, grad, fast)
+    for name, a, b in zip(('out', 'x', 'k_h', 'k_w', 'local'), direct,
+                          result):
         assert a.shape == b.shape, name
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * max(
             1., a.abs().max().item()), msg=name)
 
 
+@pytest.mark.parametrize('fast', FAST)
 @pytest.mark.parametrize('shape', [(1, 1), (1, 17), (17, 1), (13, 31),
                                    (40, 3)])
-def test_fft_equals_direct_in_float32(shape):
+def test_fast_path_equals_direct_in_float32(shape, fast):
     x, k_h, k_w, k_local, grad = random_case(2, 4, *shape, 31, 7,
                                              'interpolate', 0, torch.float32)
-    direct, fft = both_paths(x, k_h, k_w, k_local, 'interpolate', grad)
-    for a, b in zip(direct, fft):
+    direct, result = both_paths(x, k_h, k_w, k_local, 'interpolate', grad,
+                                fast)
+    for a, b in zip(direct, result):
         scale = a.abs().max().item()
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * scale)
 
 
-def test_bf16_autocast_keeps_dtype_and_bf16_precision():
+@pytest.mark.parametrize('fast', FAST)
+def test_bf16_autocast_keeps_dtype_and_bf16_precision(fast):
     x, k_h, k_w, k_local, grad = random_case(2, 8, 23, 17, 31, 7,
                                              'interpolate', 1, torch.float32)
     reference = oversized_conv(x, k_h, k_w, 'interpolate', 'direct', k_local)
     x_bf16 = x.bfloat16().requires_grad_(True)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = oversized_conv(x_bf16, k_h, k_w, 'interpolate', 'fft', k_local)
+        out = oversized_conv(x_bf16, k_h, k_w, 'interpolate', fast, k_local)
     assert out.dtype == torch.bfloat16
     error = (out.float() - reference).norm() / reference.norm()
     assert error < 1e-2
@@ -87,44 +93,55 @@ def test_fft_sizes_are_smooth():
 
 
 def test_automatic_choice_is_deterministic_and_by_shape():
-    # stage 1 of an 800x1216 detection input: the FFT on a GPU; on the CPU
-    # oneDNN's depthwise convolution stays faster up to ~1000x1000 maps
+    # stage 1 of an 800x1216 detection input: the FFT on a GPU, Toeplitz
+    # GEMMs on the CPU (forward and training alike)
     assert choose_impl((2, 64, 200, 304), 399, 607, 'cuda') == 'fft'
-    assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu') == 'direct'
-    assert choose_impl((1, 8, 1200, 1200), 2399, 2399, 'cpu') == 'fft'
-    # ... but not its backward with such kernels: with gradients, the FFT
+    assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu') == 'matmul'
     assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu',
-                       training=True) == 'fft'
-    assert choose_impl((2, 320, 50, 76), 99, 151, 'cpu',
-                       training=True) == 'direct'
+                       training=True) == 'matmul'
+    # on the CPU the direct path keeps only the smallest maps
+    assert choose_impl((16, 64, 56, 56), 111, 111, 'cpu') == 'matmul'
+    assert choose_impl((16, 320, 14, 14), 27, 27, 'cpu',
+                       training=True) == 'matmul'
+    assert choose_impl((2, 320, 50, 76), 99, 151, 'cpu') == 'matmul'
+    assert choose_impl((2, 320, 50, 76), 99, 151, 'cuda') == 'fft'
     # the last stage at 224: direct everywhere
     assert choose_impl((1, 512, 7, 7), 13, 13, 'cpu') == 'direct'
+    assert choose_impl((1, 512, 7, 7), 13, 13, 'cpu',
+                       training=True) == 'direct'
     assert choose_impl((1, 512, 7, 7), 13, 13, 'cuda') == 'direct'
     # fixed mode: the stored taps count, not the map
     assert choose_impl((2, 512, 50, 76), 13, 13, 'cuda') == 'direct'
+    assert choose_impl((2, 512, 50, 76), 13, 13, 'cpu') == 'direct'
     # an unknown device type behaves like the CPU
-    assert choose_impl((2, 64, 200, 304), 399, 607, 'mps') == 'direct'
+    assert choose_impl((2, 64, 200, 304), 399, 607, 'mps') == 'matmul'
     assert all(
         choose_impl((2, 128, 50, 76), 99, 151, 'cuda') == choose_impl(
             (2, 128, 50, 76), 99, 151, 'cuda') for _ in range(3))
-    assert {device for device, _ in FFT_THRESHOLDS} >= {'cpu', 'cuda'}
+    assert {device for device, _ in FAST_PATHS} >= {'cpu', 'cuda'}
 
 
-@pytest.mark.parametrize('impl', ['direct', 'fft'])
+@pytest.mark.parametrize('impl', ['direct', 'fft', 'matmul'])
 def test_choice_can_be_forced_from_the_config(impl, monkeypatch):
     import mmparcnet.models.layers.oversized_conv as module
     calls = []
-    original = module._FFTCorrelation.apply
 
-    def spy(*args):
-        calls.append('fft')
-        return original(*args)
+    def spy(name, original):
 
-    monkeypatch.setattr(module._FFTCorrelation, 'apply', spy)
+        def wrapped(*args):
+            calls.append(name)
+            return original(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(module._FFTCorrelation, 'apply',
+                        spy('fft', module._FFTCorrelation.apply))
+    monkeypatch.setattr(module, '_matmul', spy('matmul', module._matmul))
+    monkeypatch.setattr(module, '_direct', spy('direct', module._direct))
     model = ParCNetV2(dict(depths=[1, 1], dims=[8, 16]), out_indices=(1, ),
                       oversized_conv_impl=impl)
     model(torch.randn(1, 3, 64, 64))
-    assert (len(calls) == 2) == (impl == 'fft')
+    assert calls == [impl, impl]
 
 
 @pytest.mark.parametrize('mode,input_key,expected_key', [
@@ -133,11 +150,12 @@ def test_choice_can_be_forced_from_the_config(impl, monkeypatch):
     ('interpolate', 'x_pretrain_size',
      'feats_interpolated_kernel_pretrain_size'),
 ])
-def test_backbone_with_fft_matches_reference(reference, reference_arch, mode,
-                                             input_key, expected_key):
+@pytest.mark.parametrize('fast', FAST)
+def test_backbone_with_fast_path_matches_reference(
+        reference, reference_arch, mode, input_key, expected_key, fast):
     from mmparcnet.checkpoint import load_state_into
     model = ParCNetV2(reference_arch, pretrain_size=64, kernel_mode=mode,
-                      oversized_conv_impl='fft').eval()
+                      oversized_conv_impl=fast).eval()
     load_state_into(model, dict(reference['official_det_state_dict']))
     with torch.no_grad():
         feats = model(reference[input_key])
@@ -145,11 +163,12 @@ def test_backbone_with_fft_matches_reference(reference, reference_arch, mode,
         torch.testing.assert_close(feat, expected, atol=1e-5, rtol=0)
 
 
-def test_torch_compile_captures_the_whole_backbone():
+@pytest.mark.parametrize('fast', FAST)
+def test_torch_compile_captures_the_whole_backbone(fast):
     # fullgraph: no graph breaks, the FFT autograd function included;
     # aot_eager checks capture and autograd without a C++ toolchain run
     model = ParCNetV2(dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32]),
-                      oversized_conv_impl='fft').eval()
+                      oversized_conv_impl=fast).eval()
     compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
     x = torch.randn(1, 3, 64, 96, requires_grad=True)
     for a, b in zip(compiled(x), model(x)):
