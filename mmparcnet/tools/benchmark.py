@@ -9,7 +9,9 @@ Two parts, one run:
 2. ParCNetV2-T (automatic and direct oversized convolution) against
    ConvNeXt-T and Swin-T as detection backbones (all four stage outputs):
    forward, forward+backward, peak memory (CUDA), in fp32 and bf16 autocast,
-   with ratios to ConvNeXt-T.
+   with ratios to ConvNeXt-T. The backbones are timed in turns, one call of
+   each per round, so that a shared machine's changing load does not favour
+   whichever ran in a quiet minute.
 
 It prints a table and writes JSON. It needs PyTorch and mmengine (for the
 backbone's base class); ConvNeXt-T and Swin-T come from mmpretrain, or from
@@ -166,7 +168,28 @@ def build_backbones(names: List[str]):
     return {name: builders[name] for name in names}, source
 
 
-def _measure_backbone(model, x, device, dtype, warmup, repeats) -> dict:
+def measure_interleaved(fns: Dict[str, Callable[[], None]],
+                        device: torch.device, warmup: int,
+                        repeats: int) -> Dict[str, dict]:
+    """Like :func:`measure` for several functions, timed in turns (one call
+    of each per round), so that a change in the machine's load over the run
+    (other tenants of a shared host) reaches all of them alike."""
+    times = {name: [] for name in fns}
+    peaks = {name: None for name in fns}
+    for round_index in range(warmup + repeats):
+        for name, fn in fns.items():
+            if round_index < warmup:
+                fn()
+                continue
+            one = measure(fn, device, 0, 1)
+            times[name].append(one['ms'])
+            if one['peak_mib'] is not None:
+                peaks[name] = max(peaks[name] or 0., one['peak_mib'])
+    return {name: dict(ms=statistics.median(times[name]),
+                       peak_mib=peaks[name]) for name in fns}
+
+
+def _passes(model, x, device, dtype):
 
     def forward():
         model.eval()
@@ -180,32 +203,47 @@ def _measure_backbone(model, x, device, dtype, warmup, repeats) -> dict:
         sum(o.float().sum() for o in outs).backward()
         model.zero_grad(set_to_none=True)
 
-    fwd = measure(forward, device, warmup, repeats)
-    fwdbwd = measure(forward_backward, device, warmup, repeats)
-    return dict(fwd_ms=fwd['ms'], fwd_peak_mib=fwd['peak_mib'],
-                fwdbwd_ms=fwdbwd['ms'], fwdbwd_peak_mib=fwdbwd['peak_mib'])
+    return forward, forward_backward
 
 
 def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
                     names) -> List[dict]:
+    """Every backbone, timed in turns with the others (see
+    :func:`measure_interleaved`); a backbone that fails is reported with
+    its error and left out of the turns."""
     builders, source = build_backbones(names)
-    rows = []
     x = torch.randn(batch, 3, height, width, device=device)
+    models, rows = {}, []
     for name, build in builders.items():
-        model = build().to(device)
-        for dtype in dtypes:
+        models[name] = build().to(device)
+    for dtype in dtypes:
+        passes, failed = {}, {}
+        for name, model in models.items():
+            forward, forward_backward = _passes(model, x, device, dtype)
+            try:  # one call of each first: a failure must not stop the rest
+                forward()
+                forward_backward()
+            except Exception as err:
+                failed[name] = f'{type(err).__name__}: {err}'
+                continue
+            passes[name] = (forward, forward_backward)
+        fwd = measure_interleaved({n: p[0] for n, p in passes.items()},
+                                  device, warmup, repeats)
+        fwdbwd = measure_interleaved({n: p[1] for n, p in passes.items()},
+                                     device, warmup, repeats)
+        for name in models:
             row = dict(backbone=name, dtype=dtype, source=(
                 'mmparcnet' if name.startswith('ParCNetV2') else source))
-            try:
-                row.update(_measure_backbone(model, x, device, dtype, warmup,
-                                             repeats))
-            except Exception as err:  # report, do not hide the others
-                row['error'] = f'{type(err).__name__}: {err}'
+            if name in failed:
+                row['error'] = failed[name]
+            else:
+                row.update(fwd_ms=fwd[name]['ms'],
+                           fwd_peak_mib=fwd[name]['peak_mib'],
+                           fwdbwd_ms=fwdbwd[name]['ms'],
+                           fwdbwd_peak_mib=fwdbwd[name]['peak_mib'])
             rows.append(row)
-            print(f'  measured {name} {dtype}', file=sys.stderr, flush=True)
-        model = None  # free it before the next one
-        if device.type == 'cuda':
-            torch.cuda.empty_cache()
+        print(f'  measured {", ".join(models)} in {dtype}', file=sys.stderr,
+              flush=True)
     for row in rows:
         base = next((r for r in rows if r['backbone'] == 'ConvNeXt-T'
                      and r['dtype'] == row['dtype'] and 'error' not in r),
@@ -287,7 +325,7 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=None,
                         help='default: 10 on CUDA, 1 on the CPU')
     parser.add_argument('--repeats', type=int, default=None,
-                        help='default: 30 on CUDA, 3 on the CPU')
+                        help='default: 30 on CUDA, 5 on the CPU')
     parser.add_argument('--json', default=None,
                         help='also write the results to this file')
     return parser.parse_args(argv)
@@ -301,7 +339,7 @@ def main(argv=None) -> int:
     cuda = device.type == 'cuda'
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
     repeats = args.repeats if args.repeats is not None else (30
-                                                             if cuda else 3)
+                                                             if cuda else 5)
     backbone_batch = args.backbone_batch or (2 if cuda else 1)
     height, width = args.size
     torch.manual_seed(0)

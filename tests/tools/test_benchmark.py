@@ -30,3 +30,14 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
     assert rows[('ConvNeXt-T', 'fp32')]['fwd_ms_vs_convnext'] == 1.
     assert rows[('ParCNetV2-T', 'fp32')]['source'] == 'mmparcnet'
     assert 'Detection backbones' in capsys.readouterr().out
+
+
+def test_backbones_are_timed_in_turns():
+    calls = []
+    result = benchmark.measure_interleaved(
+        {name: (lambda name=name: calls.append(name)) for name in 'ab'},
+        benchmark.torch.device('cpu'), warmup=1, repeats=2)
+    assert calls == ['a', 'b'] * 3
+    assert set(result) == {'a', 'b'}
+    assert all(r['ms'] >= 0 and r['peak_mib'] is None
+               for r in result.values())

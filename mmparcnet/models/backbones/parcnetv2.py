@@ -22,7 +22,8 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from ..layers.oversized_conv import (IMPLEMENTATIONS, KERNEL_MODES,
-                                     oversized_conv, stored_kernel_lengths)
+                                     is_exporting, oversized_conv,
+                                     stored_kernel_lengths)
 
 # ---------------------------------------------------------------------------
 # Layers
@@ -123,13 +124,24 @@ def from_planes(planes: Tensor, conv: nn.Conv2d) -> Tensor:
     return out.view(batch, height, width, -1)
 
 
+def _recorded(*tensors: Tensor) -> bool:
+    """Whether autograd or an exporter records operations on ``tensors``
+    (then no in-place shortcuts)."""
+    return (torch.is_grad_enabled() and any(t.requires_grad
+                                            for t in tensors)) or is_exporting()
+
+
 def gated(x: Tensor, gate: Tensor) -> Tensor:
     """``x * gate``, written into ``x`` (a fresh intermediate) where
     autograd does not need it: large temporaries cost page faults on the
-    CPU."""
-    if torch.is_grad_enabled() and (x.requires_grad or gate.requires_grad):
-        return x * gate
-    return x.mul_(gate)
+    CPU (measured: a few per cent of the detection-size forward pass)."""
+    return x * gate if _recorded(x, gate) else x.mul_(gate)
+
+
+def gelu(x: Tensor) -> Tensor:
+    """GELU, in place on ``x`` (a fresh intermediate) where autograd does
+    not need it, for the same reason as :func:`gated`."""
+    return F.gelu(x) if _recorded(x) else torch._C._nn.gelu_(x)
 
 
 class OversizedConv(nn.Module):
@@ -198,7 +210,7 @@ class SpatialBGU(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         gate, value = to_planes(x, self.pwconv1).split(self.channels, dim=0)
         # planes (C, N, H, W) seen as NCHW, the layout the convolution takes
-        value = F.gelu(value).transpose(0, 1)
+        value = gelu(value).transpose(0, 1)
         value = self.dwconv1(value, local_kernel=self.dwconv2.weight)
         return from_planes(gated(value.transpose(0, 1), gate), self.pwconv2)
 
@@ -217,7 +229,7 @@ class ChannelBGU(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         value, gate = self.fc1(x).chunk(2, dim=-1)
-        return self.fc2(gated(F.gelu(gate), value))
+        return self.fc2(gated(gelu(gate), value))
 
 
 class ParCNetV2Block(nn.Module):
@@ -317,8 +329,8 @@ class ParCNetV2(BaseModule):
             Defaults to False.
         oversized_conv_impl (str): how the oversized convolution (with the
             7x7 branch) is computed: ``'direct'`` (depthwise convolutions, as
-            the reference code), ``'fft'`` (FFT, O(HW log HW)) or ``'auto'``
-            (per shape and device, see
+            the reference code), ``'matmul'`` (Toeplitz GEMMs), ``'fft'``
+            (FFT, O(HW log HW)) or ``'auto'`` (per shape and device, see
             :func:`~mmparcnet.models.layers.oversized_conv.choose_impl`).
             All give the same numbers up to rounding. Defaults to ``'auto'``.
         pretrained (str, optional): a checkpoint to load; the older spelling

@@ -166,6 +166,11 @@ def _local(x: Tensor, local_kernel: Tensor) -> Tensor:
 def _direct(x: Tensor, k_h: Tensor, k_w: Tensor,
             local_kernel: Optional[Tensor]) -> Tensor:
     channels = x.shape[1]
+    if x.device.type == 'cpu':
+        # oneDNN's depthwise kernels with long taps are several times
+        # faster channels-last than on planes (measured: 0.7 vs 2.6 s
+        # forward at 2x64x200x304), far more than the copy costs
+        x = x.contiguous(memory_format=torch.channels_last)
     out = F.conv2d(x, k_h, padding=(k_h.shape[-2] // 2, 0), groups=channels)
     out = F.conv2d(out, k_w, padding=(0, k_w.shape[-1] // 2),
                    groups=channels)
