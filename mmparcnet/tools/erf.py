@@ -20,6 +20,7 @@ from typing import Dict, Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 MODELS = ('parcnetv2-interpolate', 'parcnetv2-fixed', 'convnext')
 
@@ -51,14 +52,19 @@ def build(name: str, arch: str, stage: int, checkpoint: Optional[str]):
 
 def effective_receptive_field(model: torch.nn.Module,
                               images: torch.Tensor) -> np.ndarray:
-    """Mean |d centre output / d input| over ``images`` (N, 3, H, W)."""
+    """Mean |d centre output / d input| over ``images`` (N, 3, H, W).
+
+    The centre output is the sum of the ReLU of the feature vector there,
+    as RepLKNet measures it: the plain channel sum of a channel-normalised
+    feature is constant (zero mean over channels) wherever the norm's scale
+    is uniform, as in an untrained model, and has no gradient."""
     model.eval()
     total = torch.zeros(images.shape[-2:])
     for image in images:
         x = image[None].clone().requires_grad_(True)
         feature = model(x)[-1]
         h, w = feature.shape[-2:]
-        feature[0, :, h // 2, w // 2].sum().backward()
+        F.relu(feature[0, :, h // 2, w // 2]).sum().backward()
         total += x.grad[0].abs().sum(0)
     return (total / len(images)).numpy()
 

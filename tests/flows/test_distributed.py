@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from mmparcnet.checkpoint import safe_io  # noqa: F401  (safe torch.load)
+from mmparcnet.checkpoint.safe_io import load_checkpoint_file
 from mmparcnet.datasets import make_ade20k, make_coco
 
 from . import toy_configs
@@ -63,8 +63,7 @@ def workspace(tmp_path_factory):
 
 
 def rank_state(work_dir, rank):
-    return torch.load(osp.join(work_dir, f'rank{rank}.pth'),
-                      map_location='cpu', weights_only=True)
+    return load_checkpoint_file(osp.join(work_dir, f'rank{rank}.pth'))
 
 
 @pytest.mark.parametrize('job', sorted(JOBS))

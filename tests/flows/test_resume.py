@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from mmparcnet.checkpoint import safe_io  # noqa: F401  (safe torch.load)
+from mmparcnet.checkpoint.safe_io import load_checkpoint_file
 from mmparcnet.datasets import make_ade20k, make_coco
 
 from . import toy_configs
@@ -55,7 +55,7 @@ def mim_train(args, cwd, preempted=False):
 
 
 def load(path):
-    return torch.load(path, map_location='cpu', weights_only=True)
+    return load_checkpoint_file(str(path))
 
 
 def assert_same_tensors(a, b, where):
