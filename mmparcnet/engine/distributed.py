@@ -28,14 +28,14 @@ import logging
 import torch
 import torch.distributed as torch_dist
 import torch.nn as nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from mmengine.logging import print_log
 from mmengine.model import MMDistributedDataParallel
+from torch.nn.modules.batchnorm import _BatchNorm
 
 _INSTALLED_FLAG = '_mmparcnet_cpu_aware'
 
 
-def _accelerator_available() -> bool:
+def accelerator_available() -> bool:
     from mmengine.device import (is_cuda_available, is_mlu_available,
                                  is_musa_available, is_npu_available)
     return (is_cuda_available() or is_npu_available() or is_mlu_available()
@@ -51,7 +51,7 @@ def install() -> None:
 
     @functools.wraps(original)
     def init_dist_pytorch(backend, init_backend='torch', **kwargs):
-        if _accelerator_available() or init_backend != 'torch':
+        if accelerator_available() or init_backend != 'torch':
             return original(backend, init_backend=init_backend, **kwargs)
         if backend == 'nccl':
             print_log(
@@ -109,7 +109,8 @@ class GlooSyncBatchNorm(_BatchNorm):
             and torch_dist.get_world_size(group) > 1)
         if not synchronise:
             return super().forward(input)
-        mean, var, count = _batch_norm_statistics(input.float(), group)
+        x = input.float()
+        mean, var, count = _batch_norm_statistics(x, group)
         if self.track_running_stats:
             self.num_batches_tracked.add_(1)
             factor = (1.0 / self.num_batches_tracked.item()
@@ -119,7 +120,7 @@ class GlooSyncBatchNorm(_BatchNorm):
                 self.running_mean.lerp_(mean.to(self.running_mean), factor)
                 self.running_var.lerp_(unbiased.to(self.running_var), factor)
         shape = [1, -1] + [1] * (input.dim() - 2)
-        output = (input.float() - mean.reshape(shape)) * torch.rsqrt(
+        output = (x - mean.reshape(shape)) * torch.rsqrt(
             var.reshape(shape) + self.eps)
         if self.affine:
             output = output * self.weight.reshape(shape) + self.bias.reshape(

@@ -18,7 +18,7 @@ from typing import Union
 import torch
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
 
-from ..distributed import _accelerator_available
+from ..distributed import accelerator_available
 
 
 class CPUAwareAmpOptimWrapper(AmpOptimWrapper):
@@ -39,7 +39,7 @@ class CPUAwareAmpOptimWrapper(AmpOptimWrapper):
                  dtype: Union[str, torch.dtype, None] = None,
                  use_fsdp: bool = False,
                  **kwargs):
-        if _accelerator_available():
+        if accelerator_available():
             super().__init__(loss_scale=loss_scale, dtype=dtype,
                              use_fsdp=use_fsdp, **kwargs)
             return
