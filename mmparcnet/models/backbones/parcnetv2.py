@@ -94,18 +94,10 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
-def pointwise(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """A 1x1 convolution applied to a channels-last tensor as one GEMM.
-
-    The checkpoints store these layers as ``Conv2d`` weights (out, in, 1, 1);
-    on NHWC data the same computation is a plain linear layer.
-    """
-    return F.linear(x, conv.weight.flatten(1), conv.bias)
-
-
 def to_planes(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """A 1x1 convolution from channels-last (N, H, W, C_in) to channel-major
-    planes (C_out, N, H, W), as one GEMM: ``W @ x^T``. The GEMM reads the
+    """A 1x1 convolution (stored as ``Conv2d`` weights, as in the
+    checkpoints) from channels-last (N, H, W, C_in) to channel-major planes
+    (C_out, N, H, W), as one GEMM: ``W @ x^T``. The GEMM reads the
     transposed operand in place, so the change of layout costs nothing."""
     batch, height, width, channels = x.shape
     weight = conv.weight.flatten(1)
