@@ -136,6 +136,31 @@ def bench_oversized_conv(device, batch, height, width, warmup,
 # -- part 2: backbones --------------------------------------------------------
 
 
+def _mmpretrain_baselines():
+    from mmpretrain.models import ConvNeXt, SwinTransformer
+    return {
+        'ConvNeXt-T':
+        lambda: ConvNeXt('tiny', out_indices=(0, 1, 2, 3),
+                         gap_before_final_norm=False),
+        'Swin-T':
+        lambda: SwinTransformer('tiny', img_size=224, out_indices=(0, 1, 2, 3),
+                                pad_small_map=True),
+    }
+
+
+def _timm_baselines():
+    import timm
+    return {
+        'ConvNeXt-T':
+        lambda: timm.create_model('convnext_tiny', pretrained=False,
+                                  features_only=True),
+        'Swin-T':
+        lambda: timm.create_model('swin_tiny_patch4_window7_224',
+                                  pretrained=False, features_only=True,
+                                  strict_img_size=False),
+    }
+
+
 def build_backbones(names: List[str]):
     """Constructors by name, and where the baselines come from: ConvNeXt-T
     and Swin-T from mmpretrain, or timm without it."""
@@ -145,26 +170,25 @@ def build_backbones(names: List[str]):
         'ParCNetV2-T (direct)':
         lambda: ParCNetV2('tiny', oversized_conv_impl='direct'),
     }
-    try:
-        from mmpretrain.models import ConvNeXt, SwinTransformer
-        builders['ConvNeXt-T'] = lambda: ConvNeXt(
-            'tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
-        builders['Swin-T'] = lambda: SwinTransformer(
-            'tiny', img_size=224, out_indices=(0, 1, 2, 3),
-            pad_small_map=True)
-        source = 'mmpretrain'
-    except ImportError:
-        import timm
-        builders['ConvNeXt-T'] = lambda: timm.create_model(
-            'convnext_tiny', pretrained=False, features_only=True)
-        builders['Swin-T'] = lambda: timm.create_model(
-            'swin_tiny_patch4_window7_224', pretrained=False,
-            features_only=True, strict_img_size=False)
-        source = 'timm'
+    baselines = {'ConvNeXt-T', 'Swin-T'} & set(names)
+    source = None
+    if baselines:
+        try:
+            builders.update(_mmpretrain_baselines())
+            source = 'mmpretrain'
+        except ImportError:
+            try:
+                builders.update(_timm_baselines())
+                source = 'timm'
+            except ImportError:
+                raise SystemExit(
+                    f'{" and ".join(sorted(baselines))} come from mmpretrain '
+                    'or timm, and neither is installed: install one, or '
+                    'leave them out with --backbones') from None
     unknown = sorted(set(names) - set(builders))
     if unknown:
         raise SystemExit(f'unknown backbones {unknown}; choose from '
-                         f'{sorted(builders)}')
+                         f'{sorted(set(builders) | {"ConvNeXt-T", "Swin-T"})}')
     return {name: builders[name] for name in names}, source
 
 
@@ -315,8 +339,10 @@ def parse_args(argv=None):
     parser.add_argument('--conv-batch', type=int, default=2)
     parser.add_argument('--backbone-batch', type=int, default=None,
                         help='default: 2 on CUDA, 1 on the CPU')
-    parser.add_argument('--dtypes', nargs='+', default=['fp32', 'bf16'],
-                        choices=['fp32', 'bf16'])
+    parser.add_argument('--dtypes', nargs='+', default=None,
+                        choices=['fp32', 'bf16'],
+                        help='default: fp32 and bf16 on CUDA, fp32 on the CPU '
+                        '(where bf16 is emulated on most machines)')
     parser.add_argument('--parts', nargs='+', default=['conv', 'backbones'],
                         choices=['conv', 'backbones'])
     parser.add_argument('--backbones', nargs='+', default=[
@@ -341,6 +367,7 @@ def main(argv=None) -> int:
     repeats = args.repeats if args.repeats is not None else (30
                                                              if cuda else 5)
     backbone_batch = args.backbone_batch or (2 if cuda else 1)
+    dtypes = args.dtypes or (['fp32', 'bf16'] if cuda else ['fp32'])
     height, width = args.size
     torch.manual_seed(0)
     result = dict(
@@ -359,7 +386,7 @@ def main(argv=None) -> int:
             device, args.conv_batch, height, width, warmup, repeats)
     if 'backbones' in args.parts:
         result['backbones'] = bench_backbones(device, backbone_batch, height,
-                                              width, args.dtypes, warmup,
+                                              width, dtypes, warmup,
                                               repeats, args.backbones)
     print_report(result)
     text = json.dumps(result, indent=2)

@@ -70,6 +70,22 @@ def test_fast_path_equals_direct_in_float32(shape, fast):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * scale)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('fast', FAST)
+@pytest.mark.parametrize('mode', ['interpolate', 'fixed'])
+@pytest.mark.parametrize('shape', [(1, 1), (1, 17), (13, 31), (50, 76)])
+def test_fast_path_equals_direct_on_cuda(shape, mode, fast):
+    # float64: cuDNN's float32 convolutions may use TF32
+    case = random_case(2, 4, *shape, 31, 7, mode, 0, torch.float64)
+    direct, result = both_paths(*[t.cuda() for t in case[:4]], mode,
+                                case[4].cuda(), fast)
+    for name, a, b in zip(('out', 'x', 'k_h', 'k_w', 'local'), direct,
+                          result):
+        assert b.is_cuda, name
+        torch.testing.assert_close(b, a, rtol=1e-6, atol=1e-6 * max(
+            1., a.abs().max().item()), msg=name)
+
+
 @pytest.mark.parametrize('fast', FAST)
 def test_bf16_autocast_keeps_dtype_and_bf16_precision(fast):
     x, k_h, k_w, k_local, grad = random_case(2, 8, 23, 17, 31, 7,

@@ -41,3 +41,31 @@ def test_backbones_are_timed_in_turns():
     assert set(result) == {'a', 'b'}
     assert all(r['ms'] >= 0 and r['peak_mib'] is None
                for r in result.values())
+
+
+def test_cpu_runs_fp32_unless_asked_for_bf16(tmp_path):
+    out = tmp_path / 'bench.json'
+    assert benchmark.main([
+        '--device', 'cpu', '--size', '32', '32', '--parts', 'backbones',
+        '--repeats', '1', '--warmup', '0', '--backbones', 'ParCNetV2-T',
+        '--json', str(out)
+    ]) == 0
+    rows = json.loads(out.read_text())['backbones']
+    assert [(r['backbone'], r['dtype']) for r in rows] == [('ParCNetV2-T',
+                                                           'fp32')]
+
+
+def test_baselines_need_mmpretrain_or_timm_only_when_asked_for(monkeypatch):
+
+    def missing():
+        raise ImportError('not installed')
+
+    monkeypatch.setattr(benchmark, '_mmpretrain_baselines', missing)
+    monkeypatch.setattr(benchmark, '_timm_baselines', missing)
+    builders, _ = benchmark.build_backbones(['ParCNetV2-T'])
+    assert list(builders) == ['ParCNetV2-T']
+    with pytest.raises(SystemExit, match='ConvNeXt-T come from mmpretrain '
+                       'or timm, and neither is installed'):
+        benchmark.build_backbones(['ParCNetV2-T', 'ConvNeXt-T'])
+    with pytest.raises(SystemExit, match=r"unknown backbones \['ResNet'\]"):
+        benchmark.build_backbones(['ResNet'])

@@ -21,6 +21,8 @@ import torch.utils.checkpoint as cp
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from ..layers.fused_linear import (fused_linear_applies, linear_add,
+                                   linear_gelu, linear_mul)
 from ..layers.oversized_conv import (IMPLEMENTATIONS, KERNEL_MODES,
                                      is_exporting, oversized_conv,
                                      stored_kernel_lengths)
@@ -210,7 +212,9 @@ class SpatialBGU(nn.Module):
 class ChannelBGU(nn.Module):
     """Channel bifurcate gate unit, the channel mixer.
 
-    ``a, b = split(fc1(x))`` (2.5C each); ``out = fc2(a * GELU(b))``.
+    ``a, b = split(fc1(x))`` (2.5C each); ``out = fc2(a * GELU(b))``. In
+    float32 CPU inference the bias, GELU, product and the optional
+    ``shortcut`` sum ride in the GEMMs (:mod:`..layers.fused_linear`).
     """
 
     def __init__(self, channels: int):
@@ -219,9 +223,21 @@ class ChannelBGU(nn.Module):
         self.fc1 = nn.Linear(channels, 2 * hidden)
         self.fc2 = nn.Linear(hidden, channels, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, shortcut: Optional[Tensor] = None) -> Tensor:
+        """``shortcut``, if given, is added to the result (the block's
+        residual), so that the sum can ride in ``fc2``."""
+        weight, bias = self.fc1.weight, self.fc1.bias
+        if fused_linear_applies(x, weight, bias, self.fc2.weight,
+                                *(() if shortcut is None else (shortcut, ))):
+            hidden = self.fc2.in_features
+            gate = linear_gelu(x, weight[hidden:], bias[hidden:])
+            hidden_act = linear_mul(x, gate, weight[:hidden], bias[:hidden])
+            if shortcut is None:
+                return F.linear(hidden_act, self.fc2.weight)
+            return linear_add(hidden_act, shortcut, self.fc2.weight, None)
         value, gate = self.fc1(x).chunk(2, dim=-1)
-        return self.fc2(gated(gelu(gate), value))
+        out = self.fc2(gated(gelu(gate), value))
+        return out if shortcut is None else shortcut + out
 
 
 class ParCNetV2Block(nn.Module):
@@ -229,7 +245,9 @@ class ParCNetV2Block(nn.Module):
 
     ``x = rs1(x) + drop_path(SpatialBGU(norm1(x)))``;
     ``x = rs2(x) + drop_path(ChannelBGU(norm2(x)))``, where the ResScales
-    ``rs1``/``rs2`` exist in the last two stages only.
+    ``rs1``/``rs2`` exist in the last two stages only. Without stochastic
+    depth the second sum is the channel unit's ``shortcut`` (so that it can
+    ride in its last GEMM): then ``mlp``'s output includes the residual.
     """
 
     def __init__(self,
@@ -252,7 +270,11 @@ class ParCNetV2Block(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         x = self.res_scale1(x) + self.drop_path(self.token_mixer(
             self.norm1(x)))
-        return self.res_scale2(x) + self.drop_path(self.mlp(self.norm2(x)))
+        if self.training and self.drop_path.drop_prob > 0:
+            return self.res_scale2(x) + self.drop_path(
+                self.mlp(self.norm2(x)))
+        # no stochastic depth: the residual sum can ride in the last GEMM
+        return self.mlp(self.norm2(x), shortcut=self.res_scale2(x))
 
 
 class Stem(nn.Module):

@@ -1,0 +1,126 @@
+"""The fused oneDNN linear layers of CPU inference against the plain ops,
+and the backbone with them against the published-model fixtures."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmparcnet.models.backbones.parcnetv2 as parcnetv2
+from mmparcnet.checkpoint import load_state_into
+from mmparcnet.models import ParCNetV2
+from mmparcnet.models.backbones.parcnetv2 import ChannelBGU, ParCNetV2Block
+from mmparcnet.models.layers import fused_linear
+from mmparcnet.models.layers.fused_linear import (fused_linear_applies,
+                                                  linear_add, linear_gelu,
+                                                  linear_mul)
+
+pytestmark = pytest.mark.skipif(
+    not fused_linear_applies(torch.zeros(1)),
+    reason='no oneDNN fused linear ops in this PyTorch build')
+
+
+def close(actual, expected):
+    # oneDNN's GEMM sums in another order than MKL's
+    torch.testing.assert_close(
+        actual, expected, rtol=0,
+        atol=1e-5 * max(1., expected.abs().max().item()))
+
+
+@pytest.mark.parametrize('shape,out_features', [((7, 5), 3),
+                                                ((2, 9, 11, 16), 40),
+                                                ((1, 1, 1, 1), 1)])
+def test_fused_ops_equal_the_plain_ops(shape, out_features):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(*shape, generator=generator)
+    # a slice of a larger weight, as the gate unit passes them
+    weight = torch.randn(2 * out_features, shape[-1],
+                         generator=generator)[out_features:]
+    bias = torch.randn(2 * out_features, generator=generator)[out_features:]
+    other = torch.randn(*shape[:-1], out_features, generator=generator)
+    plain = F.linear(x, weight, bias)
+    close(linear_gelu(x, weight, bias), F.gelu(plain))  # exact GELU, not tanh
+    close(linear_mul(x, other, weight, bias), plain * other)
+    close(linear_add(x, other, weight, bias), other + plain)
+    close(linear_add(x, other, weight, None), other + F.linear(x, weight))
+
+
+@pytest.mark.filterwarnings('ignore:TF32 acceleration')
+def test_fused_ops_apply_only_where_nothing_but_the_clock_differs():
+    x = torch.randn(3, 4)
+    weight = torch.nn.Parameter(torch.randn(2, 4))
+    with torch.no_grad():
+        assert fused_linear_applies(x, weight)
+        assert not fused_linear_applies(x.double(), weight.double())
+        assert not fused_linear_applies(x.bfloat16(), weight.bfloat16())
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            assert not fused_linear_applies(x, weight)
+        with torch.backends.mkldnn.flags(enabled=False):
+            assert not fused_linear_applies(x, weight)
+    # autograd records: the fused op has no backward
+    assert not fused_linear_applies(x, weight)
+    assert fused_linear_applies(x, weight.detach())
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    calls = []
+
+    def spy(name, fn):
+
+        def wrapper(*args):
+            calls.append(name)
+            return fn(*args)
+
+        monkeypatch.setattr(parcnetv2, name, wrapper)
+
+    for name in ('linear_gelu', 'linear_mul', 'linear_add'):
+        spy(name, getattr(fused_linear, name))
+    return calls
+
+
+@pytest.mark.parametrize('with_shortcut', [False, True])
+def test_channel_gate_unit_fused_equals_plain(fused_calls, with_shortcut):
+    torch.manual_seed(0)
+    unit = ChannelBGU(8)
+    x = torch.randn(2, 5, 6, 8)
+    shortcut = torch.randn(2, 5, 6, 8) if with_shortcut else None
+    plain = unit(x, shortcut)  # parameters record: the plain ops
+    assert fused_calls == []
+    with torch.no_grad():
+        fused = unit(x, shortcut)
+    assert fused_calls == ['linear_gelu', 'linear_mul'] + (
+        ['linear_add'] if with_shortcut else [])
+    close(fused, plain.detach())
+
+
+def test_block_in_eval_equals_block_in_training_without_drop_path(
+        fused_calls):
+    torch.manual_seed(0)
+    block = ParCNetV2Block(8, 9, 'interpolate', 'direct', res_scale=True)
+    for scale in (block.res_scale1.scale, block.res_scale2.scale):
+        torch.nn.init.uniform_(scale, 0.5, 1.5)
+    x = torch.randn(2, 5, 6, 8)
+    plain = block(x)
+    with torch.no_grad():
+        fused = block.eval()(x)
+    assert 'linear_add' in fused_calls
+    close(fused, plain.detach())
+
+
+def test_backbone_with_and_without_fusion_matches_the_fixtures(
+        reference, reference_arch, fused_calls, monkeypatch):
+    model = ParCNetV2(reference_arch,
+                      pretrain_size=reference['config']['pretrain_size'],
+                      kernel_mode='interpolate').eval()
+    load_state_into(model, dict(reference['official_det_state_dict']))
+    expected = reference['feats_interpolated_kernel']
+    with torch.no_grad():
+        fused = model(reference['x'])
+        assert fused_calls
+        monkeypatch.setattr(parcnetv2, 'fused_linear_applies',
+                            lambda *tensors: False)
+        fused_calls.clear()
+        plain = model(reference['x'])
+        assert fused_calls == []
+    for a, b, ref in zip(fused, plain, expected):
+        torch.testing.assert_close(a, ref, atol=1e-5, rtol=0)
+        torch.testing.assert_close(b, ref, atol=1e-5, rtol=0)
