@@ -136,6 +136,9 @@ def bench_oversized_conv(device, batch, height, width, warmup,
 # -- part 2: backbones --------------------------------------------------------
 
 
+BASELINES = ('ConvNeXt-T', 'Swin-T')
+
+
 def _mmpretrain_baselines():
     from mmpretrain.models import ConvNeXt, SwinTransformer
     return {
@@ -170,7 +173,7 @@ def build_backbones(names: List[str]):
         'ParCNetV2-T (direct)':
         lambda: ParCNetV2('tiny', oversized_conv_impl='direct'),
     }
-    baselines = {'ConvNeXt-T', 'Swin-T'} & set(names)
+    baselines = set(BASELINES) & set(names)
     source = None
     if baselines:
         try:
@@ -188,7 +191,7 @@ def build_backbones(names: List[str]):
     unknown = sorted(set(names) - set(builders))
     if unknown:
         raise SystemExit(f'unknown backbones {unknown}; choose from '
-                         f'{sorted(set(builders) | {"ConvNeXt-T", "Swin-T"})}')
+                         f'{sorted(set(builders) | set(BASELINES))}')
     return {name: builders[name] for name in names}, source
 
 
