@@ -21,8 +21,8 @@ autocast, not exporting, tracing or compiling (exporters, FLOP counters and
 Inductor see the plain ops; Inductor fuses on its own). Everywhere else the
 callers take their plain path. The GEMM is oneDNN's instead of MKL's, so
 sums are accumulated in another order: results agree with the plain path
-to float32 rounding (about 1e-6 relative). ``torch.backends.mkldnn.flags(enabled=False)`` turns
-the fusion off.
+to float32 rounding (about 1e-6 relative).
+``torch.backends.mkldnn.flags(enabled=False)`` turns the fusion off.
 """
 from typing import Optional
 
