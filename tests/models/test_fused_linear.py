@@ -1,5 +1,5 @@
-"""The fused oneDNN linear layers of CPU inference against the plain ops,
-and the backbone with them against the published-model fixtures."""
+"""The oneDNN linear layers of CPU inference against the plain ops, and
+the backbone with them against the published-model fixtures."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,11 +7,11 @@ import torch.nn.functional as F
 import mmparcnet.models.backbones.parcnetv2 as parcnetv2
 from mmparcnet.checkpoint import load_state_into
 from mmparcnet.models import ParCNetV2
-from mmparcnet.models.backbones.parcnetv2 import ChannelBGU, ParCNetV2Block
+from mmparcnet.models.backbones.parcnetv2 import (ChannelBGU, ParCNetV2Block,
+                                                  to_planes)
 from mmparcnet.models.layers import fused_linear
 from mmparcnet.models.layers.fused_linear import (fused_linear_applies,
-                                                  linear_add, linear_gelu,
-                                                  linear_mul)
+                                                  linear, linear_add)
 
 pytestmark = pytest.mark.skipif(
     not fused_linear_applies(torch.zeros(1)),
@@ -37,8 +37,8 @@ def test_fused_ops_equal_the_plain_ops(shape, out_features):
     bias = torch.randn(2 * out_features, generator=generator)[out_features:]
     other = torch.randn(*shape[:-1], out_features, generator=generator)
     plain = F.linear(x, weight, bias)
-    close(linear_gelu(x, weight, bias), F.gelu(plain))  # exact GELU, not tanh
-    close(linear_mul(x, other, weight, bias), plain * other)
+    close(linear(x, weight, bias), plain)
+    close(linear(x, weight, None), F.linear(x, weight))
     close(linear_add(x, other, weight, bias), other + plain)
     close(linear_add(x, other, weight, None), other + F.linear(x, weight))
 
@@ -72,7 +72,7 @@ def fused_calls(monkeypatch):
 
         monkeypatch.setattr(parcnetv2, name, wrapper)
 
-    for name in ('linear_gelu', 'linear_mul', 'linear_add'):
+    for name in ('linear', 'linear_add'):
         spy(name, getattr(fused_linear, name))
     return calls
 
@@ -87,9 +87,44 @@ def test_channel_gate_unit_fused_equals_plain(fused_calls, with_shortcut):
     assert fused_calls == []
     with torch.no_grad():
         fused = unit(x, shortcut)
-    assert fused_calls == ['linear_gelu', 'linear_mul'] + (
-        ['linear_add'] if with_shortcut else [])
+    assert fused_calls == ['linear', 'linear'] + (
+        ['linear_add'] if with_shortcut else ['linear'])
     close(fused, plain.detach())
+
+
+@pytest.mark.parametrize('with_shortcut', [False, True])
+def test_channel_gate_unit_in_chunks_of_rows_equals_plain(
+        fused_calls, monkeypatch, with_shortcut):
+    torch.manual_seed(0)
+    unit = ChannelBGU(8)
+    x = torch.randn(2, 5, 6, 8)  # 60 rows: 8 chunks of 7 and one of 4
+    shortcut = torch.randn(2, 5, 6, 8) if with_shortcut else None
+    plain = unit(x, shortcut).detach()
+    with torch.no_grad():
+        whole = unit(x, shortcut)
+        monkeypatch.setattr(ChannelBGU, 'fused_rows', 7)
+        fused_calls.clear()
+        chunked = unit(x, shortcut)
+    assert len(fused_calls) == 9 * 3
+    assert chunked.shape == plain.shape
+    close(chunked, plain)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize('bias', [True, False])
+def test_pointwise_conv_to_planes_by_onednn_equals_plain(fused_calls, bias):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 12, 1, bias=bias)
+    x = torch.randn(2, 5, 6, 8)  # channels-last
+    # the plain 1x1 convolution, laid out as planes (C_out, N, H, W)
+    expected = conv(x.permute(0, 3, 1, 2)).transpose(0, 1).detach()
+    plain = to_planes(x, conv)  # parameters record: the plain ops
+    assert fused_calls == []
+    with torch.no_grad():
+        fused = to_planes(x, conv)
+    assert fused_calls == ['linear']
+    close(plain.detach(), expected)
+    close(fused, expected)
 
 
 def test_block_in_eval_equals_block_in_training_without_drop_path(
