@@ -6,8 +6,10 @@
 #   bash .ci/device-benchmark.sh run     # there, with .whl carried along
 #
 # `run` installs the wheels into /tmp/site, then writes into $OUT (default
-# ./device-out): the benchmark's table and JSON (bench_gpu.txt/.json) and
-# the CUDA test cases (mixed precision, fast paths) in tests.txt.
+# ./device-out): the benchmark's table and JSON (bench_gpu.txt/.json), the
+# CUDA test cases (mixed precision, fast paths) in tests.txt, and last, cut
+# off after COMPILE_SECONDS (default 200), ParCNetV2-T against ConvNeXt-T
+# in bf16 through torch.compile (bench_gpu_compiled.txt/.json).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WHEELS=(mmengine==0.10.7 addict==2.4.0 yapf==0.43.0 termcolor==3.3.0
@@ -29,9 +31,15 @@ run)
     nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
     python3 -m mmparcnet.tools.benchmark --json "$out/bench_gpu.json" \
         2>&1 | tee "$out/bench_gpu.txt"
+    # failures are results too: go on to the compiled run
     python3 -m pytest tests/engine/test_amp.py \
         tests/models/test_oversized_conv_fast_paths.py 2>&1 \
-        | tee "$out/tests.txt"
+        | tee "$out/tests.txt" || true
+    compiled=$out/bench_gpu_compiled
+    timeout "${COMPILE_SECONDS:-200}" python3 -m mmparcnet.tools.benchmark \
+        --parts backbones --backbones ParCNetV2-T ConvNeXt-T --dtypes bf16 \
+        --compile inductor --json "$compiled.json" > "$compiled.txt" 2>&1 \
+        || echo "compiled run stopped: exit $?" | tee -a "$compiled.txt"
     ;;
 *)
     echo "usage: $0 fetch|run" >&2

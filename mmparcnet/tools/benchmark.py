@@ -11,7 +11,8 @@ Two parts, one run:
    forward, forward+backward, peak memory (CUDA), in fp32 and bf16 autocast,
    with ratios to ConvNeXt-T. The backbones are timed in turns, one call of
    each per round, so that a shared machine's changing load does not favour
-   whichever ran in a quiet minute.
+   whichever ran in a quiet minute. ``--compile inductor`` times them all
+   through ``torch.compile`` instead (compilation left out of the timing).
 
 It prints a table and writes JSON. It needs PyTorch and mmengine (for the
 backbone's base class); ConvNeXt-T and Swin-T come from mmpretrain, or from
@@ -216,17 +217,21 @@ def measure_interleaved(fns: Dict[str, Callable[[], None]],
                        peak_mib=peaks[name]) for name in fns}
 
 
-def _passes(model, x, device, dtype):
+def _passes(model, x, device, dtype, run=None):
+    """The two timed passes; ``run`` (``model`` by default) is what is
+    called, such as the compiled model, while the modes are set on
+    ``model``."""
+    run = model if run is None else run
 
     def forward():
         model.eval()
         with torch.no_grad(), _autocast(device, dtype):
-            model(x)
+            run(x)
 
     def forward_backward():
         model.train()
         with _autocast(device, dtype):
-            outs = model(x)
+            outs = run(x)
         sum(o.float().sum() for o in outs).backward()
         model.zero_grad(set_to_none=True)
 
@@ -234,19 +239,24 @@ def _passes(model, x, device, dtype):
 
 
 def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
-                    names) -> List[dict]:
+                    names, compile_backend=None) -> List[dict]:
     """Every backbone, timed in turns with the others (see
     :func:`measure_interleaved`); a backbone that fails is reported with
-    its error and left out of the turns."""
+    its error and left out of the turns. With ``compile_backend`` every
+    backbone runs through ``torch.compile(backend=compile_backend)`` (the
+    warm-up call of each pass compiles it)."""
     builders, source = build_backbones(names)
     x = torch.randn(batch, 3, height, width, device=device)
-    models, rows = {}, []
+    models, runs, rows = {}, {}, []
     for name, build in builders.items():
         models[name] = build().to(device)
+        runs[name] = (torch.compile(models[name], backend=compile_backend)
+                      if compile_backend else models[name])
     for dtype in dtypes:
         passes, failed = {}, {}
         for name, model in models.items():
-            forward, forward_backward = _passes(model, x, device, dtype)
+            forward, forward_backward = _passes(model, x, device, dtype,
+                                                runs[name])
             try:  # one call of each first: a failure must not stop the rest
                 forward()
                 forward_backward()
@@ -311,9 +321,11 @@ def print_report(result: dict) -> None:
                              f'{_fmt(row[f"speedup_{key}"]):>5}')
             print(' | '.join(cells))
     if result.get('backbones'):
+        compiled = (f', torch.compile backend {result["compile"]}'
+                    if result.get('compile') else '')
         print(f'\nDetection backbones, input {result["input"]}, batch '
-              f'{result["backbone_batch"]} (ms, median; peak MiB on CUDA; '
-              f'ratios to ConvNeXt-T)')
+              f'{result["backbone_batch"]}{compiled} (ms, median; peak MiB on '
+              f'CUDA; ratios to ConvNeXt-T)')
         print(f'{"backbone":22} {"dtype":5} {"fwd":>9} {"ratio":>6} '
               f'{"fwd+bwd":>9} {"ratio":>6} {"peak MiB":>9} {"ratio":>6}')
         for row in result['backbones']:
@@ -355,6 +367,9 @@ def parse_args(argv=None):
                         help='default: 10 on CUDA, 1 on the CPU')
     parser.add_argument('--repeats', type=int, default=None,
                         help='default: 30 on CUDA, 5 on the CPU')
+    parser.add_argument('--compile', default=None, metavar='BACKEND',
+                        help='run every backbone through torch.compile with '
+                        "this backend (such as 'inductor'); default: eager")
     parser.add_argument('--json', default=None,
                         help='also write the results to this file')
     return parser.parse_args(argv)
@@ -383,14 +398,16 @@ def main(argv=None) -> int:
         conv_batch=args.conv_batch,
         backbone_batch=backbone_batch,
         warmup=warmup,
-        repeats=repeats)
+        repeats=repeats,
+        compile=args.compile)
     if 'conv' in args.parts:
         result['oversized_conv'] = bench_oversized_conv(
             device, args.conv_batch, height, width, warmup, repeats)
     if 'backbones' in args.parts:
         result['backbones'] = bench_backbones(device, backbone_batch, height,
                                               width, dtypes, warmup,
-                                              repeats, args.backbones)
+                                              repeats, args.backbones,
+                                              args.compile)
     print_report(result)
     text = json.dumps(result, indent=2)
     if args.json:

@@ -55,6 +55,29 @@ def test_cpu_runs_fp32_unless_asked_for_bf16(tmp_path):
                                                            'fp32')]
 
 
+def test_backbones_can_run_compiled(tmp_path, monkeypatch, capsys):
+    compiled = []
+
+    def spy(model, backend):
+        compiled.append((type(model).__name__, backend))
+        return real_compile(model, backend=backend)
+
+    real_compile = benchmark.torch.compile
+    monkeypatch.setattr(benchmark.torch, 'compile', spy)
+    out = tmp_path / 'bench.json'
+    assert benchmark.main([
+        '--device', 'cpu', '--size', '32', '32', '--parts', 'backbones',
+        '--repeats', '1', '--warmup', '0', '--backbones', 'ParCNetV2-T',
+        '--compile', 'eager', '--json', str(out)
+    ]) == 0
+    result = json.loads(out.read_text())
+    assert compiled == [('ParCNetV2', 'eager')]
+    assert result['compile'] == 'eager'
+    [row] = result['backbones']
+    assert 'error' not in row and row['fwd_ms'] > 0 and row['fwdbwd_ms'] > 0
+    assert 'torch.compile backend eager' in capsys.readouterr().out
+
+
 def test_baselines_need_mmpretrain_or_timm_only_when_asked_for(monkeypatch):
 
     def missing():
