@@ -244,7 +244,7 @@ def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
     :func:`measure_interleaved`); a backbone that fails is reported with
     its error and left out of the turns. With ``compile_backend`` every
     backbone runs through ``torch.compile(backend=compile_backend)`` (the
-    warm-up call of each pass compiles it)."""
+    first, untimed call of each pass compiles it)."""
     builders, source = build_backbones(names)
     x = torch.randn(batch, 3, height, width, device=device)
     models, runs, rows = {}, {}, []
