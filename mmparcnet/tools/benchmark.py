@@ -217,11 +217,9 @@ def measure_interleaved(fns: Dict[str, Callable[[], None]],
                        peak_mib=peaks[name]) for name in fns}
 
 
-def _passes(model, x, device, dtype, run=None):
-    """The two timed passes; ``run`` (``model`` by default) is what is
-    called, such as the compiled model, while the modes are set on
-    ``model``."""
-    run = model if run is None else run
+def _passes(model, run, x, device, dtype):
+    """The two timed passes: ``run`` (``model`` itself, or the compiled
+    model) is called, the modes are set on ``model``."""
 
     def forward():
         model.eval()
@@ -255,8 +253,8 @@ def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
     for dtype in dtypes:
         passes, failed = {}, {}
         for name, model in models.items():
-            forward, forward_backward = _passes(model, x, device, dtype,
-                                                runs[name])
+            forward, forward_backward = _passes(model, runs[name], x,
+                                                device, dtype)
             try:  # one call of each first: a failure must not stop the rest
                 forward()
                 forward_backward()
