@@ -8,11 +8,14 @@ Two parts, one run:
    path the automatic choice takes and its speed-up over the direct path;
 2. ParCNetV2-T (automatic and direct oversized convolution) against
    ConvNeXt-T and Swin-T as detection backbones (all four stage outputs):
-   forward, forward+backward, peak memory (CUDA), in fp32 and bf16 autocast,
-   with ratios to ConvNeXt-T. The backbones are timed in turns, one call of
-   each per round, so that a shared machine's changing load does not favour
+   forward, forward+backward, peak memory, in fp32 and bf16 autocast, with
+   ratios to ConvNeXt-T. The backbones are timed in turns, one call of each
+   per round, so that a shared machine's changing load does not favour
    whichever ran in a quiet minute. ``--compile inductor`` times them all
    through ``torch.compile`` instead (compilation left out of the timing).
+   Peak memory comes from the CUDA allocator during the timed calls; on the
+   CPU, where PyTorch counts nothing, from the resident set of a fresh
+   process that runs each backbone once more (see :mod:`.resident_memory`).
 
 It prints a table and writes JSON. It needs PyTorch and mmengine (for the
 backbone's base class); ConvNeXt-T and Swin-T come from mmpretrain, or from
@@ -23,13 +26,17 @@ opencv are usually there already).
 """
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from typing import Callable, Dict, List, Optional
 
 import torch
+
+from mmparcnet.tools import resident_memory
 
 TINY_DIMS = (64, 128, 320, 512)
 
@@ -236,13 +243,76 @@ def _passes(model, run, x, device, dtype):
     return forward, forward_backward
 
 
+def _peak_memory_child(spec_json: str) -> None:
+    """Body of the process :func:`cpu_peak_memory` starts: each backbone's
+    peak memory per dtype and pass, as one JSON line on stdout."""
+    spec = json.loads(spec_json)
+    device = torch.device('cpu')
+    torch.manual_seed(0)
+    builders, _ = build_backbones(spec['names'])
+    x = torch.randn(spec['batch'], 3, *spec['size'])
+    rows = []
+    for name, build in builders.items():
+        model = build()
+        for dtype in spec['dtypes']:
+            row = dict(backbone=name, dtype=dtype)
+            forward, forward_backward = _passes(model, model, x, device, dtype)
+            try:
+                forward()  # thread pools and other one-time buffers
+                row.update(fwd_peak_mib=resident_memory.peak_mib(forward),
+                           fwdbwd_peak_mib=resident_memory.peak_mib(
+                               forward_backward))
+            except Exception as err:
+                row['error'] = f'{type(err).__name__}: {err}'
+            rows.append(row)
+        del model
+    print(json.dumps(rows))
+
+
+def cpu_peak_memory(names: List[str], batch: int, height: int, width: int,
+                    dtypes: List[str]) -> Dict[tuple, dict]:
+    """Peak memory (MiB) of each backbone's forward and forward+backward on
+    the CPU by ``(name, dtype)``, measured as the growth of the resident set
+    in a fresh process (see :mod:`.resident_memory` for why fresh); empty,
+    with the reason on stderr, where that cannot be measured."""
+    reason = resident_memory.unsupported_reason()
+    if reason:
+        print(f'  CPU peak memory not measured: {reason}', file=sys.stderr)
+        return {}
+    env = resident_memory.measuring_env()
+    package_root = os.path.dirname(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (package_root, env.get('PYTHONPATH')) if p)
+    spec = dict(names=names, batch=batch, size=[height, width], dtypes=dtypes)
+    child = subprocess.run(
+        [sys.executable, '-c', 'import sys; from mmparcnet.tools.benchmark '
+         'import _peak_memory_child; _peak_memory_child(sys.argv[1])',
+         json.dumps(spec)], env=env, capture_output=True, text=True)
+    if child.returncode != 0:
+        print(f'  CPU peak memory not measured: its process exited with '
+              f'{child.returncode}:\n{child.stderr[-2000:]}', file=sys.stderr)
+        return {}
+    peaks = {}
+    for row in json.loads(child.stdout.strip().splitlines()[-1]):
+        if 'error' in row:
+            print(f'  CPU peak memory of {row["backbone"]} in {row["dtype"]} '
+                  f'not measured: {row["error"]}', file=sys.stderr)
+        else:
+            peaks[row['backbone'], row['dtype']] = row
+    return peaks
+
+
 def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
-                    names, compile_backend=None) -> List[dict]:
+                    names, compile_backend=None,
+                    cpu_memory=True) -> List[dict]:
     """Every backbone, timed in turns with the others (see
     :func:`measure_interleaved`); a backbone that fails is reported with
     its error and left out of the turns. With ``compile_backend`` every
     backbone runs through ``torch.compile(backend=compile_backend)`` (the
-    first, untimed call of each pass compiles it)."""
+    first, untimed call of each pass compiles it). On the CPU peak memory
+    comes from :func:`cpu_peak_memory` (eager only), unless ``cpu_memory``
+    is False."""
     builders, source = build_backbones(names)
     x = torch.randn(batch, 3, height, width, device=device)
     models, runs, rows = {}, {}, []
@@ -279,12 +349,23 @@ def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
             rows.append(row)
         print(f'  measured {", ".join(models)} in {dtype}', file=sys.stderr,
               flush=True)
+    if device.type == 'cpu' and cpu_memory and not compile_backend:
+        peaks = cpu_peak_memory(
+            [n for n in models if any(r['backbone'] == n and 'error' not in r
+                                      for r in rows)],
+            batch, height, width, dtypes)
+        for row in rows:
+            peak = peaks.get((row['backbone'], row['dtype']))
+            if peak and 'error' not in row:
+                row.update(fwd_peak_mib=peak['fwd_peak_mib'],
+                           fwdbwd_peak_mib=peak['fwdbwd_peak_mib'])
     for row in rows:
         base = next((r for r in rows if r['backbone'] == 'ConvNeXt-T'
                      and r['dtype'] == row['dtype'] and 'error' not in r),
                     None)
         if base and 'error' not in row:
-            for key in ('fwd_ms', 'fwdbwd_ms', 'fwdbwd_peak_mib'):
+            for key in ('fwd_ms', 'fwdbwd_ms', 'fwd_peak_mib',
+                        'fwdbwd_peak_mib'):
                 if row.get(key) is not None and base.get(key):
                     row[key + '_vs_convnext'] = row[key] / base[key]
     return rows
@@ -321,9 +402,11 @@ def print_report(result: dict) -> None:
     if result.get('backbones'):
         compiled = (f', torch.compile backend {result["compile"]}'
                     if result.get('compile') else '')
+        memory = {'cuda': 'CUDA allocator', 'cpu': 'resident set'}.get(
+            result.get('memory'), 'not measured')
         print(f'\nDetection backbones, input {result["input"]}, batch '
-              f'{result["backbone_batch"]}{compiled} (ms, median; peak MiB on '
-              f'CUDA; ratios to ConvNeXt-T)')
+              f'{result["backbone_batch"]}{compiled} (ms, median; peak MiB of '
+              f'fwd+bwd: {memory}; ratios to ConvNeXt-T)')
         print(f'{"backbone":22} {"dtype":5} {"fwd":>9} {"ratio":>6} '
               f'{"fwd+bwd":>9} {"ratio":>6} {"peak MiB":>9} {"ratio":>6}')
         for row in result['backbones']:
@@ -368,6 +451,10 @@ def parse_args(argv=None):
     parser.add_argument('--compile', default=None, metavar='BACKEND',
                         help='run every backbone through torch.compile with '
                         "this backend (such as 'inductor'); default: eager")
+    parser.add_argument('--no-cpu-memory', action='store_true',
+                        help='on the CPU, leave out the peak memory (measured '
+                        'in a fresh process that runs every backbone once '
+                        'more)')
     parser.add_argument('--json', default=None,
                         help='also write the results to this file')
     return parser.parse_args(argv)
@@ -402,10 +489,12 @@ def main(argv=None) -> int:
         result['oversized_conv'] = bench_oversized_conv(
             device, args.conv_batch, height, width, warmup, repeats)
     if 'backbones' in args.parts:
-        result['backbones'] = bench_backbones(device, backbone_batch, height,
-                                              width, dtypes, warmup,
-                                              repeats, args.backbones,
-                                              args.compile)
+        result['backbones'] = bench_backbones(
+            device, backbone_batch, height, width, dtypes, warmup, repeats,
+            args.backbones, args.compile, cpu_memory=not args.no_cpu_memory)
+        if any(row.get('fwdbwd_peak_mib') is not None
+               for row in result['backbones']):
+            result['memory'] = device.type
     print_report(result)
     text = json.dumps(result, indent=2)
     if args.json:

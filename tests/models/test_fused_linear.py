@@ -102,7 +102,7 @@ def test_channel_gate_unit_in_chunks_of_rows_equals_plain(
     plain = unit(x, shortcut).detach()
     with torch.no_grad():
         whole = unit(x, shortcut)
-        monkeypatch.setattr(ChannelBGU, 'fused_rows', 7)
+        monkeypatch.setattr(ChannelBGU, 'block_rows', 7)
         fused_calls.clear()
         chunked = unit(x, shortcut)
     assert len(fused_calls) == 9 * 3

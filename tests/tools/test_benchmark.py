@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from mmparcnet.tools import benchmark
+from mmparcnet.models import ParCNetV2
+from mmparcnet.tools import benchmark, resident_memory
 
 
 def test_benchmark_reports_every_part(tmp_path, capsys):
@@ -29,7 +30,41 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
     assert all('error' not in r for r in rows.values())
     assert rows[('ConvNeXt-T', 'fp32')]['fwd_ms_vs_convnext'] == 1.
     assert rows[('ParCNetV2-T', 'fp32')]['source'] == 'mmparcnet'
+    if resident_memory.unsupported_reason() is None:
+        assert result['memory'] == 'cpu'
+        assert all(0 < r['fwd_peak_mib'] < r['fwdbwd_peak_mib']
+                   for r in rows.values())
     assert 'Detection backbones' in capsys.readouterr().out
+
+
+@pytest.mark.skipif(resident_memory.unsupported_reason() is not None,
+                    reason=str(resident_memory.unsupported_reason()))
+def test_cpu_peak_memory_holds_what_training_must_hold():
+    height, width = 128, 192
+    peaks = benchmark.cpu_peak_memory(['ParCNetV2-T'], 1, height, width,
+                                      ['fp32'])
+    peak = peaks['ParCNetV2-T', 'fp32']['fwdbwd_peak_mib']
+    # counted independently: what autograd keeps for the backward pass (all
+    # of it lives when the forward pass ends) and the weights' gradients
+    # (all of them live when the backward pass ends)
+    torch = benchmark.torch
+    model = ParCNetV2('tiny', oversized_conv_impl='auto').train()
+    x = torch.randn(1, 3, height, width)
+    present = {t.untyped_storage().data_ptr()
+               for t in (x, *model.parameters())}
+    kept = {}
+
+    def count(tensor):
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in present:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(count, lambda t: t):
+        model(x)
+    kept_mib = sum(kept.values()) / 2**20
+    grads_mib = sum(p.numel() * 4 for p in model.parameters()) / 2**20
+    assert max(kept_mib, grads_mib) <= peak <= kept_mib + grads_mib + 32
 
 
 def test_backbones_are_timed_in_turns():
@@ -48,11 +83,14 @@ def test_cpu_runs_fp32_unless_asked_for_bf16(tmp_path):
     assert benchmark.main([
         '--device', 'cpu', '--size', '32', '32', '--parts', 'backbones',
         '--repeats', '1', '--warmup', '0', '--backbones', 'ParCNetV2-T',
-        '--json', str(out)
+        '--no-cpu-memory', '--json', str(out)
     ]) == 0
-    rows = json.loads(out.read_text())['backbones']
+    result = json.loads(out.read_text())
+    assert 'memory' not in result
+    rows = result['backbones']
     assert [(r['backbone'], r['dtype']) for r in rows] == [('ParCNetV2-T',
                                                            'fp32')]
+    assert rows[0]['fwdbwd_peak_mib'] is None
 
 
 def test_backbones_can_run_compiled(tmp_path, monkeypatch, capsys):

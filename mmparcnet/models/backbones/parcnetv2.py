@@ -22,6 +22,7 @@ from mmengine.model import BaseModule
 from torch import Tensor
 
 from ..layers.fused_linear import fused_linear_applies, linear, linear_add
+from ..layers.gated_linear import gated_linear, gated_linear_applies
 from ..layers.oversized_conv import (IMPLEMENTATIONS, KERNEL_MODES,
                                      is_exporting, oversized_conv,
                                      stored_kernel_lengths)
@@ -125,6 +126,20 @@ def from_planes(planes: Tensor, conv: nn.Conv2d) -> Tensor:
     return out.view(batch, height, width, -1)
 
 
+def gated_from_planes(value: Tensor, gate: Tensor, conv: nn.Conv2d) -> Tensor:
+    """``from_planes(value * gate, conv)``; in training by
+    :func:`~..layers.gated_linear.gated_linear`, which keeps ``value`` and
+    ``gate`` for the backward pass instead of their product."""
+    weight = conv.weight.flatten(1)
+    if not gated_linear_applies(value, gate, weight):
+        return from_planes(gated(value, gate), conv)
+    channels, batch, height, width = value.shape
+    out = gated_linear(
+        value.reshape(channels, -1).t(), gate.reshape(channels, -1).t(),
+        weight, conv.bias)
+    return out.view(batch, height, width, -1)
+
+
 def _recorded(*tensors: Tensor) -> bool:
     """Whether autograd or an exporter records operations on ``tensors``
     (then no in-place shortcuts)."""
@@ -213,7 +228,7 @@ class SpatialBGU(nn.Module):
         # planes (C, N, H, W) seen as NCHW, the layout the convolution takes
         value = gelu(value).transpose(0, 1)
         value = self.dwconv1(value, local_kernel=self.dwconv2.weight)
-        return from_planes(gated(value.transpose(0, 1), gate), self.pwconv2)
+        return gated_from_planes(value.transpose(0, 1), gate, self.pwconv2)
 
 
 class ChannelBGU(nn.Module):
@@ -221,13 +236,15 @@ class ChannelBGU(nn.Module):
 
     ``a, b = split(fc1(x))`` (2.5C each); ``out = fc2(a * GELU(b))``. In
     float32 CPU inference the GEMMs are oneDNN's, the optional ``shortcut``
-    sum rides in the last one (:mod:`..layers.fused_linear`), and the rows
-    go through in chunks of :attr:`fused_rows`.
+    sum rides in the last one (:mod:`..layers.fused_linear`); in training
+    ``fc2`` and the gate are one :func:`..layers.gated_linear.gated_linear`,
+    which keeps ``fc1``'s output for the backward pass but not the product.
+    Both go through the rows in blocks of :attr:`block_rows`.
     """
-    # A chunk's intermediates stay in cache (4096 x 160 floats at stage 0):
+    # A block's intermediates stay in cache (4096 x 160 floats at stage 0):
     # measured at the stage-0 shape of an 800x1216 input, 70 instead of
-    # 104 ms per unit; about even at the later stages.
-    fused_rows = 4096
+    # 104 ms per unit in inference; about even at the later stages.
+    block_rows = 4096
 
     def __init__(self, channels: int):
         super().__init__()
@@ -243,19 +260,27 @@ class ChannelBGU(nn.Module):
                                 *(() if shortcut is None else (shortcut, ))):
             return self._fused_forward(x, shortcut)
         value, gate = self.fc1(x).chunk(2, dim=-1)
-        out = self.fc2(gated(gelu(gate), value))
+        if gated_linear_applies(value, gate, self.fc2.weight):
+            # training: keeps fc1's output, not GELU(gate) and the product
+            out = gated_linear(
+                value.reshape(-1, value.shape[-1]),
+                gate.reshape(-1, gate.shape[-1]), self.fc2.weight,
+                activation='gelu',
+                block_rows=self.block_rows).view(*x.shape[:-1], -1)
+        else:
+            out = self.fc2(gated(gelu(gate), value))
         return out if shortcut is None else shortcut + out
 
     def _fused_forward(self, x: Tensor, shortcut: Optional[Tensor]) -> Tensor:
         rows = x.reshape(-1, x.shape[-1])
         if shortcut is not None:
             shortcut = shortcut.reshape(-1, shortcut.shape[-1])
-        if rows.shape[0] <= self.fused_rows:
+        if rows.shape[0] <= self.block_rows:
             out = self._fused_rows(rows, shortcut)
         else:
             out = x.new_empty(rows.shape[0], self.fc2.out_features)
-            for start in range(0, rows.shape[0], self.fused_rows):
-                chunk = slice(start, start + self.fused_rows)
+            for start in range(0, rows.shape[0], self.block_rows):
+                chunk = slice(start, start + self.block_rows)
                 out[chunk] = self._fused_rows(
                     rows[chunk], None if shortcut is None else shortcut[chunk])
         return out.view(*x.shape[:-1], -1)

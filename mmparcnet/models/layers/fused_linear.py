@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .oversized_conv import is_exporting
+from .oversized_conv import is_compiling, is_exporting
 
 
 def _fused_op():
@@ -44,12 +44,6 @@ def _fused_op():
 _LINEAR_POINTWISE = _fused_op()
 
 
-def _compiling() -> bool:
-    compiler = getattr(torch, 'compiler', None)
-    compiling = getattr(compiler, 'is_compiling', None)
-    return bool(compiling and compiling())
-
-
 def _cpu_autocast() -> bool:
     try:
         return torch.is_autocast_enabled('cpu')
@@ -61,7 +55,7 @@ def fused_linear_applies(*tensors: Tensor) -> bool:
     """Whether the fused oneDNN linear ops may stand in for the plain ones
     on ``tensors`` (inputs and weights): see the module docstring."""
     # first: compilers must not trace the backend queries below
-    if _LINEAR_POINTWISE is None or _compiling():
+    if _LINEAR_POINTWISE is None or is_compiling():
         return False
     if not (torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled):

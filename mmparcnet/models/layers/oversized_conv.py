@@ -53,7 +53,11 @@ picks how it is evaluated, and the result is the same up to rounding:
   the CPU it is the fastest path at detection sizes. Eagerly the Toeplitz
   matrices are strided views of the flipped kernel, copied once, and the
   map is taken as channel-major planes (C, N, H, W), the layout the
-  backbone hands over, so that both products are plain ``bmm`` calls. While exporting, the matrices are gathered by index
+  backbone hands over, so that both products are plain ``bmm`` calls. For
+  the backward pass a custom autograd function keeps the kernels and
+  builds the matrices again, where autograd would keep the matrices (as
+  large as the map itself at detection sizes). While exporting, the
+  matrices are gathered by index
   arithmetic and the kernels resized the same way, so the graph holds no
   operator whose shape depends on the input: convolutions with an
   input-sized kernel ("kernel of unknown shape") and FFTs have no ONNX
@@ -405,25 +409,95 @@ def _toeplitz_view(kernel: Tensor, size: int) -> Tensor:
     return kernel.flip(1).unfold(1, size, 1).flip(2)
 
 
+def _by_plane(matrices: Tensor, planes: Tensor) -> Tensor:
+    """``matrices[c] @ planes[c, n]`` for (C, M, K) matrices and (C, N, K, W)
+    planes: (C, N, M, W)."""
+    if planes.shape[1] == 1:
+        return torch.bmm(matrices, planes[:, 0])[:, None]
+    return torch.matmul(matrices[:, None], planes)
+
+
+def _toeplitz_product(planes: Tensor, k_h: Tensor,
+                      k_w: Tensor) -> Tuple[Tensor, Tensor]:
+    """``T_h @ X @ T_w^T`` on each channel-major plane (C, N, H, W), with the
+    horizontal pass ``X @ T_w^T`` (the backward pass needs it)."""
+    channels, batch, height, width = planes.shape
+    vertical = _toeplitz_view(k_h, height)
+    horizontal = _toeplitz_view(k_w, width)
+    # seen as (C, N * H, W) the horizontal pass is one bmm
+    across = torch.bmm(planes.view(channels, batch * height, width),
+                       horizontal.transpose(1, 2))
+    across = across.view(channels, batch, height, width)
+    return _by_plane(vertical, across), across
+
+
+class _ToeplitzProduct(torch.autograd.Function):
+    """:func:`_toeplitz_product` keeping the kernels for the backward pass
+    instead of the Toeplitz matrices, which autograd would keep and which
+    are as large as the map itself at detection sizes (C(H^2 + W^2) against
+    CNHW elements); they are built again from the kernels, two small copies.
+    """
+
+    @staticmethod
+    def forward(ctx, planes, k_h, k_w):
+        out, across = _toeplitz_product(planes, k_h, k_w)
+        ctx.save_for_backward(planes, across, k_h, k_w)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        planes, across, k_h, k_w = ctx.saved_tensors
+        needs_planes, needs_h, needs_w = ctx.needs_input_grad
+        channels, batch, height, width = planes.shape
+        grad = grad.contiguous()
+        with torch.enable_grad():
+            k_h = k_h.detach().requires_grad_(needs_h)
+            k_w = k_w.detach().requires_grad_(needs_w)
+            vertical = _toeplitz_view(k_h, height)
+            horizontal = _toeplitz_view(k_w, width)
+        # the matrices' gradients; the kernels' (each tap's sum over its
+        # diagonal) come from the backward of the views that built them
+        matrices, kernels, matrix_grads = [], [], []
+        if needs_h:  # sum over the batch of G_n @ A_n^T
+            matrices.append(vertical)
+            kernels.append(k_h)
+            matrix_grads.append(sum(
+                torch.bmm(grad[:, n], across[:, n].transpose(1, 2))
+                for n in range(batch)))
+        grad_planes = None
+        if needs_planes or needs_w:
+            grad_across = _by_plane(vertical.detach().transpose(1, 2), grad)
+            grad_across = grad_across.view(channels, batch * height, width)
+            if needs_w:
+                matrices.append(horizontal)
+                kernels.append(k_w)
+                matrix_grads.append(torch.bmm(
+                    grad_across.transpose(1, 2),
+                    planes.view(channels, batch * height, width)))
+            if needs_planes:
+                grad_planes = torch.bmm(grad_across, horizontal.detach())
+                grad_planes = grad_planes.view(planes.shape)
+        kernel_grads = (torch.autograd.grad(matrices, kernels, matrix_grads)
+                        if matrices else ())
+        return (grad_planes, kernel_grads[0] if needs_h else None,
+                kernel_grads[-1] if needs_w else None)
+
+
 def _matmul(x: Tensor, k_h: Tensor, k_w: Tensor,
             local_kernel: Optional[Tensor]) -> Tensor:
-    batch, channels, height, width = x.shape
-    vertical = _toeplitz_view(k_h[:, 0, :, 0].to(x.dtype), height)
-    horizontal = _toeplitz_view(k_w[:, 0, 0, :].to(x.dtype), width)
-    # channel-major planes (C, N, H, W) (a copy unless x is laid out so):
-    # seen as (C, N * H, W) the horizontal pass is X @ T_w^T, then each
-    # plane's vertical pass is T_h @ X
+    k_h = k_h[:, 0, :, 0].to(x.dtype)
+    k_w = k_w[:, 0, 0, :].to(x.dtype)
+    # channel-major planes (C, N, H, W) (a copy unless x is laid out so)
     planes = x.transpose(0, 1).contiguous()
-    out = torch.bmm(planes.view(channels, batch * height, width),
-                    horizontal.transpose(1, 2))
-    out = out.view(channels, batch, height, width)
-    if batch == 1:
-        out = torch.bmm(vertical, out[:, 0])[:, None]
+    if is_compiling() or torch.jit.is_tracing():
+        out, _ = _toeplitz_product(planes, k_h, k_w)  # plain ops for them
     else:
-        out = torch.matmul(vertical[:, None], out)
+        out = _ToeplitzProduct.apply(planes, k_h, k_w)
     out = out.transpose(0, 1)  # NCHW, channel-major memory
     if local_kernel is not None:
-        out = out.add_(_local(x, local_kernel))
+        local = _local(x, local_kernel)
+        # autograd forbids writing into a view of a custom function's output
+        out = out + local if out.requires_grad else out.add_(local)
     return out
 
 
@@ -434,6 +508,13 @@ def is_exporting() -> bool:
     compiler = getattr(torch, 'compiler', None)
     exporting = getattr(compiler, 'is_exporting', None)
     return bool(exporting and exporting())
+
+
+def is_compiling() -> bool:
+    """Whether ``torch.compile`` (Dynamo) is tracing the model."""
+    compiler = getattr(torch, 'compiler', None)
+    compiling = getattr(compiler, 'is_compiling', None)
+    return bool(compiling and compiling())
 
 
 def choose_impl(x_shape, taps_h: int, taps_w: int, device_type: str,
