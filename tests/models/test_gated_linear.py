@@ -1,5 +1,7 @@
 """What training keeps for the backward pass: the gated projections and the
 Toeplitz products against the plain ops, in values, gradients and memory."""
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -175,3 +177,20 @@ def test_block_keeps_a_third_less_for_the_backward_pass(plain_ops):
     toeplitz = sorted([round(C * N * H * H / (N * C * H * W), 3),
                        round(C * W * W / (N * C * H * W), 3)])
     assert plain == sorted(new + [1, 2.5, 2.5] + toeplitz)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_block_on_cuda_equals_the_cpu():
+    # on CUDA the channel unit takes its rows at once, on the CPU in blocks
+    block, x = block_case()
+    results = []
+    for device in ('cpu', 'cuda'):
+        moved = copy.deepcopy(block).to(device)
+        inputs = x.detach().to(device).requires_grad_(True)
+        out = moved(inputs)
+        out.backward(torch.cos(out.detach()))
+        results.append([out, inputs.grad] +
+                       [p.grad for p in moved.parameters()])
+    for on_cpu, on_cuda in zip(*results):
+        torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-9,
+                                   atol=1e-9)
