@@ -11,6 +11,7 @@ import mmparcnet.models.layers.oversized_conv as oversized_conv_module
 from mmparcnet.models.backbones.parcnetv2 import ParCNetV2Block
 from mmparcnet.models.layers.gated_linear import (gated_linear,
                                                   gated_linear_applies)
+from mmparcnet.models.layers.oversized_conv import oversized_conv
 
 
 def plain_gated_linear(value, gate, weight, bias, activation):
@@ -194,3 +195,21 @@ def test_block_on_cuda_equals_the_cpu():
     for on_cpu, on_cuda in zip(*results):
         torch.testing.assert_close(on_cuda.cpu(), on_cpu, rtol=1e-9,
                                    atol=1e-9)
+
+
+def test_toeplitz_product_of_a_float32_map_under_bf16_autocast():
+    # autocast runs the products in bf16; the backward pass must agree
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 13, requires_grad=True)
+    k_h = torch.randn(4, 1, 11, 1, requires_grad=True)
+    k_w = torch.randn(4, 1, 1, 11, requires_grad=True)
+    reference = oversized_conv(x, k_h, k_w, 'interpolate', 'direct')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = oversized_conv(x, k_h, k_w, 'interpolate', 'matmul')
+    assert out.dtype == torch.bfloat16
+    assert ((out.float() - reference).norm() / reference.norm()) < 1e-2
+    out.float().sum().backward()
+    assert [t.grad.dtype for t in (x, k_h, k_w)] == [torch.float32] * 3
+    expected = torch.autograd.grad(reference.sum(), (x, k_h, k_w))
+    for actual, wanted in zip((x.grad, k_h.grad, k_w.grad), expected):
+        assert ((actual - wanted).norm() / wanted.norm()) < 2e-2

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .oversized_conv import is_compiling, is_exporting
+from .oversized_conv import autocast_dtype, is_compiling, is_exporting
 
 ACTIVATIONS = (None, 'gelu')
 
@@ -91,18 +91,6 @@ class _GatedLinear(torch.autograd.Function):
         return grad_value, grad_gate, grad_weight, grad_bias, None, None
 
 
-def _autocast_dtype(device_type: str) -> Optional[torch.dtype]:
-    try:
-        if torch.is_autocast_enabled(device_type):
-            return torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # PyTorch < 2.4
-        if device_type == 'cpu' and torch.is_autocast_cpu_enabled():
-            return torch.get_autocast_cpu_dtype()
-        if device_type == 'cuda' and torch.is_autocast_enabled():
-            return torch.get_autocast_gpu_dtype()
-    return None
-
-
 def gated_linear_applies(*tensors: Tensor) -> bool:
     """Whether :func:`gated_linear` should stand in for the plain ops on
     ``tensors``: where autograd records them, and neither an exporter, the
@@ -145,9 +133,8 @@ def gated_linear(value: Tensor,
     if activation not in ACTIVATIONS:
         raise ValueError(f'unknown gate activation {activation!r}; expected '
                          f'one of {ACTIVATIONS}')
-    dtype = _autocast_dtype(value.device.type)
-    if dtype is not None and value.is_floating_point():
-        value, gate, weight = (t.to(dtype) for t in (value, gate, weight))
-        bias = None if bias is None else bias.to(dtype)
+    dtype = autocast_dtype(value)
+    value, gate, weight = (t.to(dtype) for t in (value, gate, weight))
+    bias = None if bias is None else bias.to(dtype)
     return _GatedLinear.apply(value, gate, weight, bias, activation,
                               block_rows)

@@ -485,14 +485,17 @@ class _ToeplitzProduct(torch.autograd.Function):
 
 def _matmul(x: Tensor, k_h: Tensor, k_w: Tensor,
             local_kernel: Optional[Tensor]) -> Tensor:
-    k_h = k_h[:, 0, :, 0].to(x.dtype)
-    k_w = k_w[:, 0, 0, :].to(x.dtype)
+    # under autocast in its type, as autocast would run the products
+    dtype = autocast_dtype(x)
+    k_h = k_h[:, 0, :, 0].to(dtype)
+    k_w = k_w[:, 0, 0, :].to(dtype)
     # channel-major planes (C, N, H, W) (a copy unless x is laid out so)
-    planes = x.transpose(0, 1).contiguous()
+    planes = x.transpose(0, 1).to(dtype).contiguous()
     if is_compiling() or torch.jit.is_tracing():
         out, _ = _toeplitz_product(planes, k_h, k_w)  # plain ops for them
     else:
-        out = _ToeplitzProduct.apply(planes, k_h, k_w)
+        with torch.autocast(x.device.type, enabled=False):
+            out = _ToeplitzProduct.apply(planes, k_h, k_w)
     out = out.transpose(0, 1)  # NCHW, channel-major memory
     if local_kernel is not None:
         local = _local(x, local_kernel)
@@ -508,6 +511,24 @@ def is_exporting() -> bool:
     compiler = getattr(torch, 'compiler', None)
     exporting = getattr(compiler, 'is_exporting', None)
     return bool(exporting and exporting())
+
+
+def autocast_dtype(x: Tensor) -> torch.dtype:
+    """The type autocast would run a matrix product of ``x`` in: its own
+    type where autocast is off on its device or leaves it alone (float64,
+    integers)."""
+    device_type = x.device.type
+    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        return x.dtype
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except (TypeError, AttributeError):  # PyTorch < 2.4
+        if device_type == 'cpu' and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+        if device_type == 'cuda' and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+    return x.dtype
 
 
 def is_compiling() -> bool:
