@@ -111,6 +111,14 @@ def save_untrained(config: str, path: str) -> None:
     save_checkpoint(model.state_dict(), path)
 
 
+def newest_run_folder(work_dir: str, name: str) -> str:
+    """``work_dir/<timestamp>/name`` of the newest run that has one (every
+    ``mim test`` run writes into a folder named by its start time, and the
+    demo's work_dir is reused), or '' if none has."""
+    found = sorted(glob.glob(osp.join(work_dir, '[0-9]*_[0-9]*', name)))
+    return found[-1] if found else ''
+
+
 def tile_pictures(folder: str, out_path: str, count: int = 6) -> str:
     from PIL import Image
     files = sorted(glob.glob(osp.join(folder, '**', '*.jpg'), recursive=True))
@@ -192,9 +200,9 @@ def main(argv=None) -> int:
         '--work-dir', osp.join(args.work_dir, 'test_trained'), '--show-dir',
         show_dir, '--cfg-options', 'default_hooks.visualization.score_thr=0.12'
     ] + data_options, osp.join(args.work_dir, 'test_trained.log')))
-    shown = glob.glob(osp.join(args.work_dir, 'test_trained', '*',
-                               show_dir))
-    picture = tile_pictures(shown[0], osp.join(
+    shown = newest_run_folder(osp.join(args.work_dir, 'test_trained'),
+                              show_dir)
+    picture = tile_pictures(shown, osp.join(
         args.work_dir, 'predictions.png')) if shown else ''
 
     print('\nCOCO metrics on the toy validation set (MMDetection evaluation)')
