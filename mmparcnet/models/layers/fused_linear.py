@@ -30,7 +30,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .oversized_conv import is_compiling, is_exporting
+from .oversized_conv import autocast_dtype, is_compiling, is_exporting
 
 
 def _fused_op():
@@ -42,13 +42,6 @@ def _fused_op():
 
 
 _LINEAR_POINTWISE = _fused_op()
-
-
-def _cpu_autocast() -> bool:
-    try:
-        return torch.is_autocast_enabled('cpu')
-    except TypeError:  # PyTorch < 2.4
-        return torch.is_autocast_cpu_enabled()
 
 
 def fused_linear_applies(*tensors: Tensor) -> bool:
@@ -65,7 +58,9 @@ def fused_linear_applies(*tensors: Tensor) -> bool:
         return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
-    return not (_cpu_autocast() or is_exporting() or torch.jit.is_tracing())
+    # all float32 on the CPU by now: autocast is on if it would change that
+    autocast = autocast_dtype(tensors[0]) != torch.float32
+    return not (autocast or is_exporting() or torch.jit.is_tracing())
 
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
