@@ -248,7 +248,8 @@ def test_layer_depth_for_lr_decay():
     assert depth('backbone.downsample_layers.3.conv.bias',
                  'backbone.') == (7, 9)
     assert depth('backbone.stages.3.2.mlp.fc2.weight', 'backbone.') == (7, 9)
-    assert depth('backbone.norm3.weight', 'backbone.') == (7, 9)
+    # output norms are new layers: the undecayed id, like the head
+    assert depth('backbone.norm3.weight', 'backbone.') == (8, 9)
     assert depth('head.fc.weight', 'backbone.') == (8, 9)
     # -S / -B: the reference configs' num_layers=13, plus 2
     assert ParCNetV2('small').get_layer_depth('head.fc.weight',
@@ -274,3 +275,12 @@ def test_pretrained_argument_is_a_pretrained_init_cfg(published_checkpoint):
     with pytest.raises(ValueError, match='not both'):
         ParCNetV2(SMALL, pretrained=published_checkpoint, init_cfg=dict(
             type='Pretrained', checkpoint=published_checkpoint))
+
+
+def test_dense_outputs_are_contiguous_nchw():
+    # the contract of OpenMMLab backbones: mmcv's RoIAlign reads its input
+    # as contiguous NCHW memory (see tests/models/test_dense_outputs.py)
+    model = ParCNetV2(SMALL).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(2, 3, 96, 80))
+    assert all(out.is_contiguous() for out in outs)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor
 
@@ -25,7 +26,7 @@ from ..layers.fused_linear import fused_linear_applies, linear, linear_add
 from ..layers.gated_linear import gated_linear, gated_linear_applies
 from ..layers.oversized_conv import (IMPLEMENTATIONS, KERNEL_MODES,
                                      is_exporting, oversized_conv,
-                                     stored_kernel_lengths)
+                                     resize_kernel, stored_kernel_lengths)
 
 # ---------------------------------------------------------------------------
 # Layers
@@ -412,10 +413,19 @@ class ParCNetV2(BaseModule):
             MMSegmentation's ``EncoderDecoder(pretrained=...)`` passes on.
             Defaults to None.
         init_cfg (dict | list[dict], optional): initialisation config. The
-            default is the reference dense-prediction initialisation; a
-            ``dict(type='Pretrained', checkpoint=PATH[, prefix=...])`` entry
-            loads a published classification checkpoint, a reference
-            dense-prediction state dict or an OpenMMLab checkpoint.
+            default is the reference dense-prediction initialisation
+            (Linear: truncated normal, std 0.02; Conv2d: truncated normal,
+            std sqrt(2 / fan_out)) except that conv biases are drawn with
+            std 0.02 instead of set to 0. With zero biases, a zero-padded
+            region of a batch gives every channel norm an all-equal channel
+            vector, where the norm's gradient is 1 / eps (1e6); it compounds
+            over the blocks to inf, and the first iteration of any config
+            that pads its batches is NaN. Random biases move that region off
+            the singular point: on a padded batch the gradient norm is then
+            1.2x that of an unpadded one. A ``dict(type='Pretrained',
+            checkpoint=PATH[, prefix=...])`` entry loads a published
+            classification checkpoint, a reference dense-prediction state
+            dict or an OpenMMLab checkpoint (whose values replace the init).
     """
     arch_settings = {
         'xt': {
@@ -455,7 +465,9 @@ class ParCNetV2(BaseModule):
                  init_cfg: Optional[Union[Dict, List[Dict]]] = [
                      dict(type='TruncNormal', layer='Linear', std=.02,
                           bias=0.),
-                     dict(type='TruncNormalFanOut', layer='Conv2d', bias=0.),
+                     # conv biases not all zero: see the docstring
+                     dict(type='TruncNormalFanOut', layer='Conv2d',
+                          bias_std=.02),
                  ]):
         if pretrained is not None:
             # what MMSegmentation's EncoderDecoder(pretrained=...) passes
@@ -519,6 +531,9 @@ class ParCNetV2(BaseModule):
             self.add_module(f'norm{i}', norm)
 
         self._freeze_stages()
+        # every load path (init_cfg, load_from, --resume, load_checkpoint,
+        # load_state_dict) meets kernels stored for another pretrain_size
+        self._register_load_state_dict_pre_hook(self.resize_stored_kernels)
 
     # -- construction helpers ------------------------------------------------
 
@@ -595,6 +610,41 @@ class ParCNetV2(BaseModule):
                 map_location=cfg.get('map_location', 'cpu'))
         self._is_init = True
 
+    def resize_stored_kernels(self, state_dict: Dict[str, Tensor],
+                              prefix: str = '', *args) -> None:
+        """Resize oversized kernels stored at another length (another
+        ``pretrain_size``) to this model's, by linear interpolation as
+        :func:`~..layers.oversized_conv.resize_kernel` resizes them for an
+        input, in place in ``state_dict``, and log what was resized.
+
+        It runs as a load-state-dict pre-hook, so every way of loading
+        weights (``init_cfg``, ``load_from``, ``--resume``, mmengine's
+        ``load_checkpoint``, ``load_state_dict``) resizes alike; ``prefix``
+        is this backbone's in the state dict (``'backbone.'`` in a
+        detector). Other shape mismatches are left for the loader to
+        report."""
+        resized: Dict[Tuple[int, int], int] = {}
+        for name, param in self.named_parameters():
+            key = prefix + name
+            value = state_dict.get(key)
+            vertical = name.endswith('dwconv1.conv_h.weight')
+            if value is None or value.shape == param.shape or not (
+                    vertical or name.endswith('dwconv1.conv_w.weight')):
+                continue
+            axis = 2 if vertical else 3
+            if (value.dim() != 4 or value.shape[:2] != param.shape[:2]
+                    or value.shape[5 - axis] != 1):
+                continue
+            state_dict[key] = resize_kernel(value, param.shape[axis],
+                                            vertical)
+            pair = (value.shape[axis], param.shape[axis])
+            resized[pair] = resized.get(pair, 0) + 1
+        for (old, new), count in sorted(resized.items()):
+            print_log(
+                f'resized {count} oversized kernels from {old} to {new} taps '
+                f'by linear interpolation (stored for another pretrain_size;'
+                f' this model stores {self.kernel_lengths})', logger='current')
+
     # -- forward ---------------------------------------------------------------
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
@@ -622,7 +672,12 @@ class ParCNetV2(BaseModule):
                 if self.gap_before_final_norm:
                     outs.append(norm(x.mean(dim=(1, 2))))
                 else:
-                    outs.append(norm(x).permute(0, 3, 1, 2))
+                    # contiguous NCHW, as every OpenMMLab backbone returns:
+                    # a permuted view keeps channels-last strides, convs
+                    # pass them on, and mmcv's RoIAlign (CPU and CUDA)
+                    # reads its input as contiguous NCHW memory, so the
+                    # RoI heads would see scrambled features
+                    outs.append(norm(x).permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
 
     # -- training helpers ----------------------------------------------------
@@ -652,11 +707,14 @@ class ParCNetV2(BaseModule):
         As in the reference fine-tuning code, blocks count in groups of
         ``blocks_per_layer``, numbered on from stage to stage: the stem is
         layer 0, block j of stage i is layer
-        ``sum(depths[:i]) // g + 1 + j // g``, a later stage's downsampling
-        layer shares the id of that stage's first block and an output norm
-        that of its stage's last block. Parameters outside the backbone (neck,
-        heads) get the largest id. For ParCNetV2-T that is 9 ids (the
-        reference configs' ``num_layers=7`` plus 2), for -S and -B 15.
+        ``sum(depths[:i]) // g + 1 + j // g`` and a later stage's
+        downsampling layer shares the id of that stage's first block.
+        Everything else gets the largest id, the one left undecayed: the
+        parameters outside the backbone (neck, heads) and the output norms,
+        as in the reference code and MMPretrain's ConvNeXt (a dense
+        backbone's output norms are new layers, which no classifier
+        checkpoint holds). For ParCNetV2-T that is 9 ids (the reference
+        configs' ``num_layers=7`` plus 2), for -S and -B 15.
 
         Args:
             param_name (str): name of the parameter.
@@ -682,19 +740,22 @@ class ParCNetV2(BaseModule):
             layer_id = 0 if stage == 0 else block_id(stage, 0)
         elif parts[0] == 'stages':
             layer_id = block_id(int(parts[1]), int(parts[2]))
-        elif parts[0].startswith('norm') and parts[0][4:].isdigit():
-            stage = int(parts[0][4:])
-            layer_id = block_id(stage, self.depths[stage] - 1)
-        else:
+        else:  # output norms
             layer_id = num_layers - 1
         return layer_id, num_layers
 
     def get_stage_depth(self, param_name: str, prefix: str = ''):
         """Stage id of a parameter, for stage-wise learning-rate decay.
 
-        Downsampling layers are stage 0, blocks and output norms of stage i
-        are i + 1 (as in the reference segmentation code), anything outside
-        the backbone is the last id.
+        As in the reference segmentation code, downsampling layers are stage
+        0 and the blocks of stage i are i + 1; everything else, the output
+        norms (see :meth:`get_layer_depth`) as well as anything outside the
+        backbone, gets the last id, the one left undecayed.
+
+        Args:
+            param_name (str): name of the parameter.
+            prefix (str): prefix of backbone parameters in ``param_name``.
+                Defaults to ''.
 
         Returns:
             Tuple[int, int]: the stage id and the number of stage ids.
@@ -707,6 +768,4 @@ class ParCNetV2(BaseModule):
             return 0, num_ids
         if parts[0] == 'stages':
             return int(parts[1]) + 1, num_ids
-        if parts[0].startswith('norm') and parts[0][4:].isdigit():
-            return int(parts[0][4:]) + 1, num_ids
-        return num_ids - 1, num_ids
+        return num_ids - 1, num_ids  # output norms
