@@ -15,24 +15,18 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from .loading import (CLASSIFIER_HEAD, CLASSIFIER_NORM, infer_arch,
-                      select_prefix, unwrap_state_dict)
+from .loading import (infer_arch, openmmlab_key, select_prefix,
+                      unwrap_state_dict)
 from .safe_io import CheckpointError, load_checkpoint_file
 
 
 def to_openmmlab(state: Dict[str, torch.Tensor]) -> 'OrderedDict':
     """Key a trunk state dict (classification or dense layout) for
-    OpenMMLab models: ``backbone.*`` and ``head.fc.*``."""
-    last = len(infer_arch(state)['depths']) - 1
-    out = OrderedDict()
-    for key, value in state.items():
-        if key in CLASSIFIER_HEAD:
-            out['head.fc.' + key.split('.', 1)[1]] = value
-        elif key in CLASSIFIER_NORM:
-            out[f'backbone.norm{last}.' + key.split('.', 1)[1]] = value
-        else:
-            out['backbone.' + key] = value
-    return out
+    OpenMMLab models: ``backbone.*`` and ``head.fc.*``
+    (:func:`~.loading.openmmlab_key`)."""
+    num_stages = len(infer_arch(state)['depths'])
+    return OrderedDict((openmmlab_key(key, num_stages), value)
+                       for key, value in state.items())
 
 
 def save_atomically(obj: Any, dst: str, overwrite: bool = False) -> None:

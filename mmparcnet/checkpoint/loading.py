@@ -23,11 +23,9 @@ from typing import Dict, List, Optional, Tuple
 from mmengine.logging import print_log
 from torch import Tensor, nn
 
-from ..models.layers.oversized_conv import resize_kernel
 from .safe_io import CheckpointError, load_checkpoint_file
 
 _WRAPPER_KEYS = ('state_dict', 'model', 'module')
-_KERNEL_KEY = re.compile(r'\.dwconv1\.conv_([hw])\.weight$')
 _STAGE_NORM_KEY = re.compile(r'^norm(\d+)\.(weight|bias)$')
 CLASSIFIER_NORM = ('norm.weight', 'norm.bias')
 CLASSIFIER_HEAD = ('head.weight', 'head.bias')
@@ -134,11 +132,27 @@ def select_prefix(state: Dict[str, Tensor],
     return selected, 'openmmlab'
 
 
+def openmmlab_key(key: str, num_stages: int) -> str:
+    """The name a published or reference checkpoint key takes in an
+    OpenMMLab model: trunk keys and output norms go under ``backbone.``,
+    the classifier's final LayerNorm ``norm.*`` becomes the last output
+    norm (``backbone.norm{last}.*``, the pooled LayerNorm of
+    ``gap_before_final_norm``) and the classifier ``head.*`` becomes
+    mmpretrain's ``head.fc.*``. The one place that maps these names, for
+    loading and for :mod:`.convert` alike."""
+    if key in CLASSIFIER_HEAD:
+        return 'head.fc.' + key.split('.', 1)[1]
+    if key in CLASSIFIER_NORM:
+        return f'backbone.norm{num_stages - 1}.' + key.split('.', 1)[1]
+    return 'backbone.' + key
+
+
 def to_backbone_keys(
         state: Dict[str, Tensor], model: nn.Module,
         target: Optional[Dict[str, Tensor]] = None
 ) -> Tuple[Dict[str, Tensor], List[str]]:
-    """Map a trunk state dict to ``model``'s key names.
+    """Map a trunk state dict to ``model``'s key names (:func:`openmmlab_key`
+    without the ``backbone.`` prefix).
 
     The classifier's final LayerNorm (``norm.*``) becomes the last output
     norm when ``model`` pools before its final norm (classification use);
@@ -152,20 +166,19 @@ def to_backbone_keys(
     """
     target = model.state_dict() if target is None else target
     gap = getattr(model, 'gap_before_final_norm', False)
-    last = getattr(model, 'num_stages', 4) - 1
+    num_stages = getattr(model, 'num_stages', 4)
     mapped, set_aside = OrderedDict(), []
     for key, value in state.items():
-        if key in CLASSIFIER_HEAD:
+        name = openmmlab_key(key, num_stages)
+        if not name.startswith('backbone.'):
             set_aside.append(f'{key} (classifier head)')
             continue
-        if key in CLASSIFIER_NORM:
-            if gap and f'norm{last}.weight' in target:
-                mapped[f'norm{last}.' + key.split('.')[1]] = value
-            else:
-                set_aside.append(f'{key} (classifier LayerNorm; this '
-                                 f'backbone has channel norms on its outputs)')
+        name = name[len('backbone.'):]
+        if key in CLASSIFIER_NORM and not (gap and name in target):
+            set_aside.append(f'{key} (classifier LayerNorm; this '
+                             f'backbone has channel norms on its outputs)')
             continue
-        mapped[key] = value
+        mapped[name] = value
     # an output norm with a bias is a LayerNorm (pooled output), one without
     # is a channel norm (dense output): never load one kind into the other
     for match in filter(None, map(_STAGE_NORM_KEY.match, list(mapped))):
@@ -182,47 +195,37 @@ def to_backbone_keys(
     return mapped, set_aside
 
 
-def fit_kernels(
-        state: Dict[str, Tensor], model: nn.Module,
-        target: Optional[Dict[str, Tensor]] = None
-) -> Dict[Tuple[int, int], int]:
-    """Resize stored oversized kernels to the lengths ``model`` stores.
-
-    Any other shape mismatch raises :class:`CheckpointError` naming the
-    first mismatched tensor. Returns {(from, to): count} of resized kernels.
-    """
+def check_shapes(state: Dict[str, Tensor], model: nn.Module,
+                 target: Optional[Dict[str, Tensor]] = None) -> None:
+    """Raise :class:`CheckpointError` naming the first tensor whose shape
+    differs from ``model``'s (after the oversized kernels were resized)."""
     target = model.state_dict() if target is None else target
-    resized: Dict[Tuple[int, int], int] = {}
     for key, value in state.items():
         if key not in target or target[key].shape == value.shape:
             continue
-        kernel = _KERNEL_KEY.search(key)
-        expected = target[key].shape
-        if kernel and value.shape[:2] == expected[:2] and value.dim() == 4:
-            vertical = kernel.group(1) == 'h'
-            axis = 2 if vertical else 3
-            length = expected[axis]
-            if value.shape[5 - axis] == 1:
-                state[key] = resize_kernel(value, length, vertical=vertical)
-                pair = (value.shape[axis], length)
-                resized[pair] = resized.get(pair, 0) + 1
-                continue
         arch = infer_arch(state)
         raise CheckpointError(
             f'checkpoint tensor {key} has shape {tuple(value.shape)}, the '
-            f'model expects {tuple(expected)}: the checkpoint is for another '
-            f'arch (depths={arch["depths"]}, dims={arch["dims"]}) than the '
-            f'model (depths={getattr(model, "depths", "?")}, '
-            f'dims={getattr(model, "dims", "?")})')
-    return resized
+            f'model expects {tuple(target[key].shape)}: the checkpoint is '
+            f'for another arch (depths={arch["depths"]}, dims='
+            f'{arch["dims"]}) than the model (depths='
+            f'{getattr(model, "depths", "?")}, dims='
+            f'{getattr(model, "dims", "?")})')
 
 
 def load_state_into(model: nn.Module, state: Dict[str, Tensor],
                     source: str = 'checkpoint', layout: str = '') -> None:
-    """Map, fit and load ``state`` into ``model``; report what did not fit."""
+    """Map, fit and load ``state`` into ``model``; report what did not fit.
+
+    Oversized kernels stored at another length are resized by the model's
+    own ``resize_stored_kernels`` (its load-state-dict pre-hook, here called
+    first so that any other mismatch is reported by name before loading).
+    """
     target = model.state_dict()
     mapped, set_aside = to_backbone_keys(state, model, target)
-    resized = fit_kernels(mapped, model, target)
+    if hasattr(model, 'resize_stored_kernels'):
+        model.resize_stored_kernels(mapped)
+    check_shapes(mapped, model, target)
     unexpected = [key for key in mapped if key not in target]
     missing = [key for key in target if key not in mapped]
     model.load_state_dict(
@@ -231,9 +234,6 @@ def load_state_into(model: nn.Module, state: Dict[str, Tensor],
     _log(f'loaded {len(mapped) - len(unexpected)} tensors into '
          f'{type(model).__name__} from {source}'
          + (f' ({layout} layout)' if layout else ''))
-    for (old, new), count in sorted(resized.items()):
-        _log(f'resized {count} oversized kernels from {old} to {new} taps by '
-             f'linear interpolation (checkpoint trained at another size)')
     if set_aside:
         _log('not loaded: ' + '; '.join(set_aside), logging.WARNING)
     if unexpected:

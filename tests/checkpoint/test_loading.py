@@ -174,3 +174,68 @@ def test_a_checkpoint_never_runs_code(tmp_path):
     with pytest.raises(CheckpointError, match='refused'):
         load_pretrained(model, str(path))
     assert not (tmp_path / 'pwned').exists()
+
+
+def _interpolated_by_hand(kernel, length):
+    """Linear interpolation with align_corners=True, tap by tap."""
+    taps = kernel.shape[0]
+    out = []
+    for i in range(length):
+        position = i * (taps - 1) / (length - 1)
+        low = int(position)
+        high = min(low + 1, taps - 1)
+        frac = position - low
+        out.append(kernel[low] * (1 - frac) + kernel[high] * frac)
+    return torch.stack(out)
+
+
+class _Detector(torch.nn.Module):
+
+    def __init__(self, arch, pretrain_size):
+        super().__init__()
+        self.backbone = ParCNetV2(arch, pretrain_size=pretrain_size)
+        self.neck = torch.nn.Conv2d(64, 4, 1)
+
+
+@pytest.mark.parametrize(
+    'path', ['init_cfg', 'load_checkpoint', 'load_state_dict'])
+def test_every_load_path_resizes_kernels(reference_arch, tmp_path,
+                                         mmengine_log, path):
+    # a detector whose backbone stores kernels for 64 (31, 15, 7, 3 taps)
+    # loaded into one that stores them for 96 (47, 23, 11, 5 taps):
+    # init_cfg (Pretrained), mmengine's load_checkpoint (what load_from and
+    # --resume run) and plain load_state_dict resize alike
+    torch.manual_seed(0)
+    source = _Detector(reference_arch, 64)
+    source.backbone.init_weights()
+    file = tmp_path / 'at64.pth'
+    torch.save({'state_dict': source.state_dict()}, file)
+    target = _Detector(reference_arch, 96)
+    if path == 'init_cfg':
+        target.backbone = ParCNetV2(reference_arch, pretrain_size=96,
+                                    init_cfg=dict(type='Pretrained',
+                                                  checkpoint=str(file)))
+        target.backbone.init_weights()
+    elif path == 'load_checkpoint':
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(target, str(file), strict=True)
+    else:
+        target.load_state_dict(source.state_dict())
+    assert 'resized 2 oversized kernels from 31 to 47 taps' in \
+        mmengine_log.text
+    assert 'from 3 to 5 taps' in mmengine_log.text
+    for stage, length in enumerate((47, 23, 11, 5)):
+        mixer = target.backbone.stages[stage][0].token_mixer.dwconv1
+        stored = source.backbone.stages[stage][0].token_mixer.dwconv1
+        assert mixer.conv_h.weight.shape[2] == length
+        expected_h = _interpolated_by_hand(
+            stored.conv_h.weight[:, 0, :, 0].t(), length).t()
+        expected_w = _interpolated_by_hand(
+            stored.conv_w.weight[:, 0, 0, :].t(), length).t()
+        torch.testing.assert_close(mixer.conv_h.weight[:, 0, :, 0],
+                                   expected_h)
+        torch.testing.assert_close(mixer.conv_w.weight[:, 0, 0, :],
+                                   expected_w)
+    # everything else loaded as it is
+    torch.testing.assert_close(target.backbone.stages[0][0].mlp.fc1.weight,
+                               source.backbone.stages[0][0].mlp.fc1.weight)
