@@ -2,7 +2,9 @@
 # Sec. 4.1): AdamW lr 4e-3 for a total batch of 2048 (16 GPUs x 128; use
 # --auto-scale-lr for another batch), 20 warm-up epochs then cosine,
 # RandAugment, Mixup/CutMix, label smoothing, random erasing, EMA. All but the
-# model comes from MMPretrain's own ConvNeXt-T config.
+# model comes from MMPretrain's own ConvNeXt-T config, also the parameter
+# rule: one lr for every parameter (no decay by depth), weight decay 0.05 but
+# none on one-dimensional parameters (norms, biases, scales).
 #
 # Drop path 0.2 as in the reference training script.
 _base_ = 'mmpretrain::convnext/convnext-tiny_32xb128_in1k.py'

@@ -4,8 +4,10 @@
 # config.
 #
 # Values from the reference ParCNetV2 config (mmdet 2.x): lr 2e-4, weight
-# decay 0.05, layer-wise decay 0.7 over num_layers=7, drop path 0.4, total
-# batch 16.
+# decay 0.05 (also the base config's), layer-wise decay 0.7 over
+# num_layers=7, drop path 0.4, total batch 16. As in the reference, the
+# backbone's output norms get the full lr with the neck and heads (see
+# ParCNetV2.get_layer_depth).
 _base_ = ('mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_'
           '4conv1fc-giou_amp-ms-crop-3x_coco.py')
 

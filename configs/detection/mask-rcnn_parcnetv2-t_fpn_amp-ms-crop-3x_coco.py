@@ -4,8 +4,10 @@
 # from MMDetection's own ConvNeXt-T 3x config.
 #
 # Values from the reference ParCNetV2 config (mmdet 2.x): lr 1e-4, weight
-# decay 0.05, layer-wise decay 0.95 over num_layers=7, drop path 0.4, total
-# batch 16 (8 GPUs x 2 images).
+# decay 0.05 (both also the base config's), layer-wise decay 0.95 over
+# num_layers=7, drop path 0.4, total batch 16 (8 GPUs x 2 images). As in the
+# reference, the backbone's output norms get the full lr with the neck and
+# heads (see ParCNetV2.get_layer_depth).
 _base_ = 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
 
 custom_imports = dict(imports=['mmparcnet'], allow_failed_imports=False)

@@ -3,8 +3,11 @@
 # warm-up iterations then poly. Everything but the backbone and the
 # optimizer comes from MMSegmentation's own ConvNeXt-T UperNet config.
 #
-# Values from the reference ParCNetV2 config (mmseg 0.x): drop path 0.3,
-# weight decay 0.05, stage-wise decay 0.9 with num_layers=12.
+# Values from the reference ParCNetV2-T configs (mmseg 0.x, single- and
+# multi-scale alike): lr 1e-4, drop path 0.3, weight decay 0.05, stage-wise
+# decay 0.9 with num_layers=6 (the reference -S and -B configs use 12). With
+# num_layers=n there are n + 2 ids: downsampling layers 0, stage i's blocks
+# i + 1, output norms, neck and heads n + 1 (the full lr).
 #
 # Single-scale test: tools/test.py CONFIG CHECKPOINT
 # Multi-scale + flip (TTA): tools/test.py CONFIG CHECKPOINT --tta
@@ -29,6 +32,6 @@ model = dict(
 optim_wrapper = dict(
     constructor='ParCNetV2LayerDecayOptimizerConstructor',
     paramwise_cfg=dict(
-        decay_rate=0.9, decay_type='stage_wise', num_layers=12))
+        decay_rate=0.9, decay_type='stage_wise', num_layers=6))
 
 auto_scale_lr = dict(enable=False, base_batch_size=16)

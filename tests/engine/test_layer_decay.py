@@ -61,7 +61,7 @@ def test_layer_wise_decay_as_reference_mask_rcnn_t():
 
 
 def test_stage_wise_decay_as_reference_upernet():
-    # reference UperNet: decay 0.9, stage_wise, num_layers 12 -> 14 ids
+    # reference UperNet-S/-B: decay 0.9, stage_wise, num_layers 12 -> 14 ids
     model = Detector()
     lrs = lr_of(build(model, 'stage_wise', 0.9, 12), model)
     assert lrs['backbone.downsample_layers.2.conv.weight'][0] == \
@@ -71,6 +71,38 @@ def test_stage_wise_decay_as_reference_upernet():
     assert lrs['backbone.stages.3.1.mlp.fc1.weight'][0] == \
         pytest.approx(1e-4 * 0.9**9)
     assert lrs['head.weight'][0] == pytest.approx(1e-4)
+
+
+def test_stage_wise_decay_as_reference_upernet_t():
+    # reference UperNet-T: num_layers 6 -> 8 ids, more than the backbone's 6
+    model = Detector()
+    lrs = lr_of(build(model, 'stage_wise', 0.9, 6), model)
+    assert lrs['backbone.downsample_layers.0.conv.weight'][0] == \
+        pytest.approx(4.78e-5, rel=1e-3)
+    assert lrs['backbone.stages.3.0.mlp.fc1.weight'][0] == \
+        pytest.approx(1e-4 * 0.9**3)
+    # the ids the backbone leaves undecayed stay the last ones
+    assert lrs['backbone.norm0.weight'][0] == pytest.approx(1e-4)
+    assert lrs['head.weight'][0] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize('decay_type,num_layers', [('layer_wise', 7),
+                                                   ('layer_wise', None),
+                                                   ('stage_wise', 12),
+                                                   ('stage_wise', None)])
+def test_output_norms_get_the_full_lr(decay_type, num_layers):
+    # as in the reference code: anything not under downsample_layers or
+    # stages shares the neck's and heads' id
+    model = Detector()
+    lrs = lr_of(build(model, decay_type, 0.5, num_layers), model)
+    for i in range(4):
+        assert lrs[f'backbone.norm{i}.weight'] == (pytest.approx(1e-4), 0.)
+
+
+def test_num_layers_below_the_backbone_count_is_refused():
+    # -T counts 7 layers: with 6, stage 3 would learn faster than the heads
+    with pytest.raises(ValueError, match='num_layers=6 is too small'):
+        build(Detector(), 'layer_wise', 0.9, 6)
 
 
 def test_num_layers_defaults_to_the_backbone_count():
@@ -100,3 +132,33 @@ def test_clear_errors():
 
     with pytest.raises(TypeError, match='get_layer_depth'):
         build(NoDepth(), 'layer_wise', 0.9)
+
+
+def test_mmpretrain_constructor_leaves_final_norm_and_head_undecayed():
+    # fine-tuning a classifier with MMPretrain's own constructor: the final
+    # norm gets the head's full lr, as MMPretrain's ConvNeXt gives it
+    from mmpretrain.models import ImageClassifier
+    from mmpretrain.utils import register_all_modules
+    from mmengine.registry import DefaultScope
+    register_all_modules(init_default_scope=False)
+    # whatever scope earlier tests left: the classifier's parts are
+    # MMPretrain's
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        model = ImageClassifier(
+            backbone=dict(type='ParCNetV2', arch='tiny', out_indices=(3, ),
+                          gap_before_final_norm=True),
+            head=dict(type='mmpretrain.LinearClsHead', num_classes=10,
+                      in_channels=512))
+    optim_wrapper = build_optim_wrapper(
+        model,
+        dict(
+            constructor='mmpretrain.LearningRateDecayOptimWrapperConstructor',
+            paramwise_cfg=dict(layer_decay_rate=0.5, flat_decay_mult=0.),
+            optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05)))
+    lrs = lr_of(optim_wrapper, model)
+    assert lrs['backbone.downsample_layers.0.conv.weight'][0] == \
+        pytest.approx(1e-3 * 0.5**8)
+    assert lrs['backbone.stages.3.2.mlp.fc2.weight'][0] == \
+        pytest.approx(1e-3 * 0.5)
+    assert lrs['backbone.norm3.weight'] == (pytest.approx(1e-3), 0.)
+    assert lrs['head.fc.weight'] == (pytest.approx(1e-3), 0.05)

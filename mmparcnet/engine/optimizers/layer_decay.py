@@ -11,10 +11,17 @@ configs carry over unchanged:
 
 - ``paramwise_cfg=dict(decay_rate=r, decay_type='layer_wise' | 'stage_wise',
   num_layers=n)``; with ``n + 2`` layer ids, a parameter with id ``i`` gets
-  ``lr * r ** (n + 2 - i - 1)``; everything outside the backbone (neck,
-  heads) gets the last id, hence the full ``lr``. Without ``num_layers`` the
+  ``lr * r ** (n + 2 - i - 1)``. The backbone numbers its trunk
+  (downsampling layers and blocks) from 0 up to at most ``n``; everything
+  else, the backbone's output norms as well as the neck and the heads, gets
+  the last id ``n + 1``, hence the full ``lr``. Without ``num_layers`` the
   backbone's own count is used;
 - weights of one dimension and biases get no weight decay.
+
+A backbone's ``get_layer_depth(name, prefix)`` / ``get_stage_depth(name,
+prefix)`` return ``(id, num_ids)``; its last id ``num_ids - 1`` marks the
+parameters it leaves undecayed, which keep the last id under a config's
+``num_layers``.
 """
 import json
 from typing import List
@@ -61,15 +68,26 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 f'{type(backbone).__name__} has not')
         depth_of = getattr(backbone, method)
 
+        num_layers = cfg.get('num_layers')
         groups = {}
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue  # frozen stages
             layer_id, num_ids = depth_of(name, 'backbone.')
-            if cfg.get('num_layers') is not None:
-                num_ids = cfg['num_layers'] + 2
-                if not name.startswith('backbone.'):
-                    layer_id = num_ids - 1
+            if num_layers is not None:
+                # The backbone's last id is the one it does not decay (its
+                # output norms, the neck, the heads): it stays the last id
+                # under the config's count, as in the reference code.
+                if layer_id == num_ids - 1:
+                    layer_id = num_layers + 1
+                elif layer_id > num_layers:
+                    # a trunk parameter would learn as fast as the heads,
+                    # or faster
+                    raise ValueError(
+                        f'num_layers={num_layers} is too small for this '
+                        f'backbone: {name} has {decay_type} id {layer_id}; '
+                        f'the backbone counts {num_ids - 2} layers')
+                num_ids = num_layers + 2
             no_decay = param.ndim == 1 or name.endswith('.bias')
             key = f'layer_{layer_id}_{"no_decay" if no_decay else "decay"}'
             if key not in groups:
