@@ -43,3 +43,39 @@ class SaveRankStateHook(Hook):
                  norms=sorted({type(m).__name__ for m in model.modules()
                                if 'Norm' in type(m).__name__})),
             osp.join(runner.work_dir, f'rank{runner.rank}.pth'))
+
+
+@HOOKS.register_module()
+class RecordTrainingHook(Hook):
+    """Write ``work_dir/training_record.json``: the loss and gradient norm
+    of every training iteration (the latter where the optimizer wrapper
+    clips, hence computes it) and how far the backbone's weights moved."""
+
+    priority = 'LOWEST'
+
+    def before_train(self, runner):
+        model = runner.model.module if hasattr(runner.model,
+                                               'module') else runner.model
+        self.start = {k: v.detach().clone()
+                      for k, v in model.backbone.state_dict().items()}
+        self.losses, self.grad_norms = [], []
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.losses.append(float(outputs['loss']))
+        hub = runner.message_hub
+        if 'train/grad_norm' in hub.log_scalars:
+            self.grad_norms.append(
+                float(hub.get_scalar('train/grad_norm').current()))
+
+    def after_train(self, runner):
+        import json
+        model = runner.model.module if hasattr(runner.model,
+                                               'module') else runner.model
+        end = model.backbone.state_dict()
+        moved = {k: float((end[k].float() - v.float()).abs().max())
+                 for k, v in self.start.items() if v.is_floating_point()}
+        with open(osp.join(runner.work_dir, 'training_record.json'),
+                  'w') as file:
+            json.dump(dict(losses=self.losses, grad_norms=self.grad_norms,
+                           moved=moved), file)
