@@ -1,21 +1,17 @@
-import os
 import os.path as osp
 
 import pytest
 import torch
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
-SHARED = os.environ.get('MMPARCNET_SHARED', osp.join(REPO, '..', 'shared'))
-FIXTURE = osp.join(SHARED, 'fixtures', 'official_parcnetv2_small_random.pt')
+# tensors from the published reference implementation (tests/data/README.md)
+FIXTURE = osp.join(osp.dirname(osp.abspath(__file__)), 'data',
+                   'official_parcnetv2_small_random.pt')
 
 
 @pytest.fixture(scope='session')
 def reference():
     """Tensors from the published reference implementation (trusted test
     data holding an argparse.Namespace, hence weights_only=False)."""
-    if not osp.isfile(FIXTURE):
-        pytest.fail(f'reference fixtures not found at {FIXTURE}; set '
-                    f'MMPARCNET_SHARED to the shared/ folder')
     return torch.load(FIXTURE, weights_only=False)
 
 
