@@ -37,6 +37,8 @@ setup(
             'mmparcnet-complexity=mmparcnet.tools.complexity:main',
             'mmparcnet-erf=mmparcnet.tools.erf:main',
             'mmparcnet-infer=mmparcnet.tools.infer:main',
+            'mmparcnet-compare-backbones='
+            'mmparcnet.tools.compare_backbones:main',
         ],
     },
     zip_safe=False,

@@ -146,12 +146,12 @@ def test_toolbox_base_config_trains_from_the_default_init(workspace, name):
     config = workspace / f'{name}.py'
     # the fitting lines define FIT_MODEL first: a second `model = ` in the
     # same file would replace the first, not merge with it
+    two_lines = TWO_LINES.replace('OUT_INDICES', repr(out_indices))
+    # MMSegmentation's base sets clip_grad=None, which a dict cannot update
+    instruments = INSTRUMENTS.replace(
+        'CLIP_DELETE', '_delete_=True,' if name == 'upernet' else '')
     config.write_text(f'_base_ = {base!r}\nFIT_BACKBONE = dict()\n' + fit +
-                      TWO_LINES.replace(
-        'OUT_INDICES', repr(out_indices)) + INSTRUMENTS.replace(
-            # MMSegmentation's base sets clip_grad=None, which a dict
-            # cannot update
-            'CLIP_DELETE', '_delete_=True,' if name == 'upernet' else ''))
+                      two_lines + instruments)
     work_dir = workspace / 'work_dirs' / name
     env = dict(os.environ, PYTHONUNBUFFERED='1',
                PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
