@@ -23,6 +23,12 @@ that wall in an OpenMMLab workflow:
    ``tools/test.py``) through :func:`load_checkpoint_file`, which explains a
    refusal instead of dumping the unpickler's error.
 
+On PyTorch < 2.4 ``weights_only=True`` cannot be told about extra globals,
+so there the files are read with ``torch.load(pickle_module=...)`` and a
+restricted unpickler that builds the same allowlist, plus what PyTorch's own
+tensor rebuilding needs, and refuses every other global: the same semantics,
+never ``weights_only=False`` for a file nobody named as trusted.
+
 A checkpoint written before (one that still needs ``getattr``) is refused
 with a message saying why. If you trust such a file, name it (or a folder
 above it) in the environment variable ``MMPARCNET_TRUSTED_CHECKPOINTS``
@@ -77,6 +83,84 @@ def safe_globals() -> List[Any]:
     return allowed
 
 
+# What PyTorch's own pickles need to rebuild tensors, besides the storages
+# (which torch.load resolves itself): allowed for the restricted unpickler
+# that stands in for ``weights_only=True`` where PyTorch cannot allowlist.
+_TORCH_REBUILD = ('_rebuild_tensor', '_rebuild_tensor_v2',
+                  '_rebuild_tensor_v3', '_rebuild_parameter',
+                  '_rebuild_parameter_with_state')
+
+
+def _restricted_allowlist() -> dict:
+    """``{(module, name): object}`` the restricted unpickler may build."""
+    import codecs
+    import collections
+    allowed = {}
+    for item in safe_globals():
+        obj, name = item if isinstance(item, tuple) else (
+            item, f'{item.__module__}.{item.__qualname__}')
+        module, _, attr = name.rpartition('.')
+        allowed[(module, attr)] = obj
+    for name in _TORCH_REBUILD:
+        if hasattr(torch._utils, name):
+            allowed[('torch._utils', name)] = getattr(torch._utils, name)
+    allowed[('collections', 'OrderedDict')] = collections.OrderedDict
+    allowed[('torch', 'Size')] = torch.Size
+    allowed[('torch', 'device')] = torch.device
+    # numpy arrays pickle their bytes through _codecs.encode (a plain
+    # string-to-bytes function)
+    allowed[('_codecs', 'encode')] = codecs.encode
+    for builtin in (set, frozenset, complex, slice):
+        allowed[('builtins', builtin.__name__)] = builtin
+    for name in dir(torch):  # dtypes such as torch.float32
+        if isinstance(getattr(torch, name, None), torch.dtype):
+            allowed[('torch', name)] = getattr(torch, name)
+    return allowed
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Builds only allowlisted globals: the semantics of ``weights_only=True``
+    with :func:`safe_globals`, for PyTorch versions whose ``weights_only``
+    unpickler cannot be told about extra globals (before 2.4)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._allowed = _restricted_allowlist()
+
+    def find_class(self, module, name):
+        if (module, name) in self._allowed:
+            return self._allowed[(module, name)]
+        raise pickle.UnpicklingError(
+            f'Unsupported global: GLOBAL {module}.{name} is not an allowed '
+            f'global')
+
+
+class _RestrictedPickleModule:
+    """What ``torch.load(pickle_module=...)`` uses of a pickle module."""
+    Unpickler = _RestrictedUnpickler
+    UnpicklingError = pickle.UnpicklingError
+
+    @staticmethod
+    def load(file, **kwargs):
+        return _RestrictedUnpickler(file, **kwargs).load()
+
+
+def _load_allowlisted(path: str, map_location: Any) -> Any:
+    """``torch.load`` that builds only allowlisted globals, on any PyTorch."""
+    if hasattr(torch.serialization, 'safe_globals'):  # PyTorch >= 2.4
+        with torch.serialization.safe_globals(safe_globals()):
+            return torch.load(path, map_location=map_location,
+                              weights_only=True)
+    return load_restricted(path, map_location)
+
+
+def load_restricted(path: str, map_location: Any = 'cpu') -> Any:
+    """``torch.load`` through the restricted unpickler (the path taken on
+    PyTorch < 2.4; callable on any version, which is how it is tested)."""
+    return torch.load(path, map_location=map_location, weights_only=False,
+                      pickle_module=_RestrictedPickleModule)
+
+
 def _is_trusted(path: str) -> bool:
     listed = os.environ.get(TRUST_ENV, '')
     real = osp.realpath(path)
@@ -111,9 +195,7 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
     if osp.getsize(path) == 0:
         raise CheckpointError(f'checkpoint file is empty: {path}')
     try:
-        with torch.serialization.safe_globals(safe_globals()):
-            return torch.load(path, map_location=map_location,
-                              weights_only=True)
+        return _load_allowlisted(path, map_location)
     except pickle.UnpicklingError as err:
         message = str(err)
         culprit = next((line.strip() for line in message.splitlines()
@@ -168,7 +250,8 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    torch.serialization.add_safe_globals(safe_globals())
+    if hasattr(torch.serialization, 'add_safe_globals'):  # PyTorch >= 2.4
+        torch.serialization.add_safe_globals(safe_globals())
     try:
         from mmengine.logging import HistoryBuffer
         from mmengine.runner.checkpoint import CheckpointLoader

@@ -166,3 +166,59 @@ def test_numpy_values_load_safely(tmp_path):
     loaded = load_checkpoint_file(str(path))
     assert loaded['a'].tolist() == [0., 1., 2.] and loaded['b'] == 2.5
     assert loaded['d'].tolist() == ['x', 'y']
+
+
+# The restricted unpickler is what PyTorch < 2.4 gets instead of an
+# allowlisted weights_only load; it is checked here on this PyTorch, against
+# the same files as the weights_only path.
+def test_restricted_unpickler_loads_what_weights_only_loads(
+        runner_checkpoint, published_checkpoint, tmp_path):
+    import numpy as np
+    from mmparcnet.checkpoint.safe_io import load_restricted
+    path, trained = runner_checkpoint
+    checkpoint = load_restricted(str(path))
+    assert checkpoint['meta']['iter'] == 4
+    assert checkpoint['message_hub']['log_scalars']['train/loss'].mean() == \
+        trained.message_hub.get_scalar('train/loss').mean()
+    for key, value in load_checkpoint_file(str(path))['state_dict'].items():
+        torch.testing.assert_close(checkpoint['state_dict'][key], value)
+    # a published timm-style checkpoint (argparse.Namespace inside)
+    published = load_restricted(published_checkpoint)
+    reference = load_checkpoint_file(published_checkpoint)
+    assert published['args'] == reference['args']
+    assert published['state_dict'].keys() == reference['state_dict'].keys()
+    numpy_file = tmp_path / 'numpy.pth'
+    torch.save({'a': np.arange(3.), 'b': np.float32(2.5),
+                'p': torch.nn.Parameter(torch.ones(2)),
+                'dtype': torch.float16, 'size': torch.Size([2, 3])},
+               numpy_file)
+    loaded = load_restricted(str(numpy_file))
+    assert loaded['a'].tolist() == [0., 1., 2.] and loaded['b'] == 2.5
+    assert loaded['dtype'] is torch.float16 and loaded['size'] == (2, 3)
+
+
+def test_restricted_unpickler_refuses_code(old_checkpoint, tmp_path,
+                                           monkeypatch):
+    import os
+    import pickle
+    from mmparcnet.checkpoint import safe_io
+    marker = tmp_path / 'ran'
+
+    class Exploit:
+
+        def __reduce__(self):
+            return (os.system, ('touch ' + str(marker), ))
+
+    payload = tmp_path / 'payload.pth'
+    torch.save({'state_dict': {'x': torch.zeros(1)}, 'p': Exploit()},
+               payload)
+    for path in (payload, old_checkpoint):
+        with pytest.raises(pickle.UnpicklingError, match='not an allowed'):
+            safe_io.load_restricted(str(path))
+    assert not marker.exists()
+    # and through the package's loader, as on PyTorch < 2.4
+    monkeypatch.delattr(torch.serialization, 'safe_globals')
+    monkeypatch.delenv(TRUST_ENV, raising=False)
+    with pytest.raises(CheckpointError, match='refused'):
+        load_checkpoint_file(str(payload))
+    assert not marker.exists()
