@@ -126,13 +126,19 @@ def tile_pictures(folder: str, out_path: str, count: int = 6) -> str:
     if not files:
         return ''
     images = [Image.open(f).convert('RGB') for f in files]
-    cell = max(max(i.size) for i in images)
-    columns = min(3, len(images))
+    # cells as large as the largest picture in each direction (each picture
+    # is ground truth | prediction, about twice as wide as high), 4 pixels
+    # apart
+    gap = 4
+    width = max(i.size[0] for i in images) + gap
+    height = max(i.size[1] for i in images) + gap
+    columns = min(2, len(images))
     rows = (len(images) + columns - 1) // columns
-    canvas = Image.new('RGB', (columns * cell, rows * cell), (255, 255, 255))
+    canvas = Image.new('RGB', (columns * width - gap, rows * height - gap),
+                       (255, 255, 255))
     for index, image in enumerate(images):
-        canvas.paste(image, ((index % columns) * cell,
-                             (index // columns) * cell))
+        canvas.paste(image, ((index % columns) * width,
+                             (index // columns) * height))
     canvas.save(out_path)
     return out_path
 
