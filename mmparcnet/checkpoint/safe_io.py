@@ -54,7 +54,10 @@ class CheckpointError(RuntimeError):
 
 def _numpy_safe_globals() -> List[Any]:
     import numpy as np
-    from numpy import dtypes
+    try:
+        from numpy import dtypes
+    except ImportError:  # numpy < 1.25 pickles dtypes as numpy.dtype alone
+        dtypes = None
     try:
         from numpy._core import multiarray
     except ImportError:  # numpy < 2
@@ -63,7 +66,7 @@ def _numpy_safe_globals() -> List[Any]:
     allowed += [
         getattr(dtypes, name) for name in dir(dtypes)
         if name.endswith('DType') and isinstance(getattr(dtypes, name), type)
-    ]
+    ] if dtypes is not None else []
     # numpy 2 writes numpy._core.multiarray.*, numpy 1 numpy.core.multiarray.*
     for module in ('numpy._core.multiarray', 'numpy.core.multiarray'):
         allowed.append((multiarray._reconstruct, f'{module}._reconstruct'))

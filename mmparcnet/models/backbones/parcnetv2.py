@@ -33,6 +33,22 @@ from ..layers.oversized_conv import (IMPLEMENTATIONS, KERNEL_MODES,
 # ---------------------------------------------------------------------------
 
 
+def _layer_norm_is_exact() -> bool:
+    """Whether ``F.layer_norm`` centres a constant vector to exact zeros.
+
+    Older PyTorch CPU kernels (seen with 2.1.2) leave rounding noise there,
+    which the channel norm's tiny eps scales up to unit norm: a constant
+    16-vector came out as 0.0477 everywhere instead of 0. Those versions get
+    the channel norm written out in two passes (the L2 formula itself; a
+    little slower), so that it gives the same numbers on every PyTorch.
+    """
+    probe = torch.full((1, 64), 3.7)
+    return bool((F.layer_norm(probe, (64, ), eps=1e-14) == 0).all())
+
+
+LAYER_NORM_IS_EXACT = _layer_norm_is_exact()
+
+
 class ChannelNorm(nn.Module):
     """ParCNetV2's channel norm ("LNG") on channels-last tensors.
 
@@ -55,9 +71,14 @@ class ChannelNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         channels = self.weight.shape[0]
-        return F.layer_norm(x, (channels, ),
-                            self.weight * channels**-0.5, None,
-                            self.eps * self.eps / channels)
+        if LAYER_NORM_IS_EXACT:
+            return F.layer_norm(x, (channels, ),
+                                self.weight * channels**-0.5, None,
+                                self.eps * self.eps / channels)
+        centred = x - x.mean(dim=-1, keepdim=True)
+        return centred * torch.rsqrt(
+            centred.square().sum(dim=-1, keepdim=True) +
+            self.eps * self.eps) * self.weight
 
     def extra_repr(self) -> str:
         return f'{self.weight.shape[0]}, eps={self.eps}'
