@@ -61,6 +61,9 @@ def test_channel_norm_is_the_l2_formula(fused_layer_norm, monkeypatch):
     # False: the two-pass form PyTorch versions whose layer_norm leaves
     # rounding noise on constant vectors get (2.1)
     from mmparcnet.models.backbones import parcnetv2
+    if fused_layer_norm and not parcnetv2.LAYER_NORM_IS_EXACT:
+        pytest.skip('this PyTorch\'s layer_norm is not exact on constant '
+                    'vectors; the two-pass form runs instead')
     monkeypatch.setattr(parcnetv2, 'LAYER_NORM_IS_EXACT', fused_layer_norm)
     norm = ChannelNorm(24)
     norm.weight.data.uniform_(0.5, 1.5)
