@@ -137,6 +137,7 @@ def test_clear_errors():
 def test_mmpretrain_constructor_leaves_final_norm_and_head_undecayed():
     # fine-tuning a classifier with MMPretrain's own constructor: the final
     # norm gets the head's full lr, as MMPretrain's ConvNeXt gives it
+    pytest.importorskip('mmpretrain')
     from mmpretrain.models import ImageClassifier
     from mmpretrain.utils import register_all_modules
     from mmengine.registry import DefaultScope
