@@ -10,10 +10,11 @@ Three layouts are recognised (``PARCNETV2_SPEC.md`` documents the first two):
 - ``'openmmlab'``: a whole-model OpenMMLab checkpoint, backbone keys under
   ``backbone.`` (or under the ``prefix`` given).
 
-All foreign key names are mapped in :func:`to_backbone_keys`, the one place
-that knows them. Oversized kernels stored at another length are resized by
-linear interpolation; any other shape mismatch is an error that names the
-tensor; missing and unexpected keys are logged by name.
+All foreign key names are mapped by :func:`openmmlab_key`, the one place
+that knows them (for loading here and for :mod:`.convert`). Oversized
+kernels stored at another length are resized by the backbone's own
+``resize_stored_kernels``; any other shape mismatch is an error that names
+the tensor; missing and unexpected keys are logged by name.
 """
 import logging
 import re

@@ -23,7 +23,8 @@ that wall in an OpenMMLab workflow:
    ``tools/test.py``) through :func:`load_checkpoint_file`, which explains a
    refusal instead of dumping the unpickler's error.
 
-On PyTorch < 2.4 ``weights_only=True`` cannot be told about extra globals,
+Before PyTorch 2.5 (which has ``torch.serialization.safe_globals``) there
+is no allowlist to hand to ``weights_only=True`` for one load,
 so there the files are read with ``torch.load(pickle_module=...)`` and a
 restricted unpickler that builds the same allowlist, plus what PyTorch's own
 tensor rebuilding needs, and refuses every other global: the same semantics,
@@ -37,6 +38,7 @@ above it) in the environment variable ``MMPARCNET_TRUSTED_CHECKPOINTS``
 ``mmparcnet-convert --resave`` is the lasting fix.
 """
 import argparse
+import functools
 import logging
 import os
 import os.path as osp
@@ -94,6 +96,7 @@ _TORCH_REBUILD = ('_rebuild_tensor', '_rebuild_tensor_v2',
                   '_rebuild_parameter_with_state')
 
 
+@functools.lru_cache(maxsize=None)
 def _restricted_allowlist() -> dict:
     """``{(module, name): object}`` the restricted unpickler may build."""
     import codecs
@@ -121,14 +124,25 @@ def _restricted_allowlist() -> dict:
     return allowed
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
+class _RestrictedUnpickler(pickle._Unpickler):
     """Builds only allowlisted globals: the semantics of ``weights_only=True``
     with :func:`safe_globals`, for PyTorch versions whose ``weights_only``
-    unpickler cannot be told about extra globals (before 2.4)."""
+    unpickler cannot be told about extra globals (before 2.5).
+
+    The pure-Python unpickler, because its BUILD step must be checked too:
+    a pickle may only set the state of an instance of an allowlisted class
+    (a Namespace's attributes, an array's data), never of a class or
+    function itself, which would change it for the whole process.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._allowed = _restricted_allowlist()
+        self._instance_types = tuple(
+            {v for v in self._allowed.values() if isinstance(v, type)}
+            | {torch.Tensor})
 
     def find_class(self, module, name):
         if (module, name) in self._allowed:
@@ -136,6 +150,17 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(
             f'Unsupported global: GLOBAL {module}.{name} is not an allowed '
             f'global')
+
+    def load_build(self):
+        target = self.stack[-2]
+        if isinstance(target, type) or not isinstance(
+                target, self._instance_types):
+            raise pickle.UnpicklingError(
+                f'Unsupported BUILD of a {type(target).__name__}: only '
+                f'instances of allowed globals may be given a state')
+        pickle._Unpickler.load_build(self)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
 
 class _RestrictedPickleModule:
@@ -150,7 +175,7 @@ class _RestrictedPickleModule:
 
 def _load_allowlisted(path: str, map_location: Any) -> Any:
     """``torch.load`` that builds only allowlisted globals, on any PyTorch."""
-    if hasattr(torch.serialization, 'safe_globals'):  # PyTorch >= 2.4
+    if hasattr(torch.serialization, 'safe_globals'):  # PyTorch >= 2.5
         with torch.serialization.safe_globals(safe_globals()):
             return torch.load(path, map_location=map_location,
                               weights_only=True)
@@ -158,8 +183,9 @@ def _load_allowlisted(path: str, map_location: Any) -> Any:
 
 
 def load_restricted(path: str, map_location: Any = 'cpu') -> Any:
-    """``torch.load`` through the restricted unpickler (the path taken on
-    PyTorch < 2.4; callable on any version, which is how it is tested)."""
+    """``torch.load`` through the restricted unpickler (the path taken
+    before PyTorch 2.5; callable on any version, which is how it is
+    tested)."""
     return torch.load(path, map_location=map_location, weights_only=False,
                       pickle_module=_RestrictedPickleModule)
 

@@ -15,7 +15,7 @@ heads were trained on scrambled features while the RPN (plain convolutions)
 learned normally.
 
 Run it from the repository root (each row is one ``mim train mmdet``, about
-2-3 minutes on 2 CPU cores at the default 8 epochs).
+3-4 minutes on 2 idle CPU cores at the default 8 epochs).
 """
 import argparse
 import json

@@ -225,3 +225,20 @@ def test_restricted_unpickler_refuses_code(old_checkpoint, tmp_path,
     with pytest.raises(CheckpointError, match='refused'):
         load_checkpoint_file(str(payload))
     assert not marker.exists()
+
+
+def test_restricted_unpickler_never_changes_a_class():
+    # GLOBAL argparse.Namespace, then BUILD with {'pwned': 1}: setting the
+    # state of the class itself would change it for the whole process
+    import argparse
+    import io
+    import pickle
+    from mmparcnet.checkpoint.safe_io import _RestrictedUnpickler
+    data = (b'\x80\x02cargparse\nNamespace\n}X\x05\x00\x00\x00pwnedK\x01sb.')
+    with pytest.raises(pickle.UnpicklingError, match='BUILD'):
+        _RestrictedUnpickler(io.BytesIO(data)).load()
+    assert not hasattr(argparse.Namespace, 'pwned')
+    # an instance may get its state (what a published checkpoint's args do)
+    instance = (b'\x80\x02cargparse\nNamespace\n)\x81}X\x02\x00\x00\x00lr'
+                b'G?\xb9\x99\x99\x99\x99\x99\x9asb.')
+    assert _RestrictedUnpickler(io.BytesIO(instance)).load().lr == 0.1

@@ -39,8 +39,9 @@ def _layer_norm_is_exact() -> bool:
     Older PyTorch CPU kernels (seen with 2.1.2) leave rounding noise there,
     which the channel norm's tiny eps scales up to unit norm: a constant
     16-vector came out as 0.0477 everywhere instead of 0. Those versions get
-    the channel norm written out in two passes (the L2 formula itself; a
-    little slower), so that it gives the same numbers on every PyTorch.
+    the L2 formula written out (a little slower), exact on constant vectors
+    and equal to the fused form elsewhere up to rounding. The probe runs on
+    the CPU in float32 and decides for every device and dtype.
     """
     probe = torch.full((1, 64), 3.7)
     return bool((F.layer_norm(probe, (64, ), eps=1e-14) == 0).all())
@@ -54,7 +55,9 @@ class ChannelNorm(nn.Module):
 
     ``y = (x - mean) / max(||x - mean||_2, eps) * weight``: a scale-only
     LayerNorm whose divisor is the L2 norm over channels, not the RMS. It is
-    computed as one fused ``F.layer_norm`` with the scale divided by sqrt(C):
+    computed as one fused ``F.layer_norm`` with the scale divided by sqrt(C)
+    (written out where that call is not exact, see
+    :func:`_layer_norm_is_exact`):
     the L2 norm is sqrt(C) times the standard deviation, and an epsilon of
     ``eps**2 / C`` inside the square root stands in for the ``max`` (the two
     differ only where the centred vector is shorter than ``eps``).
@@ -75,7 +78,10 @@ class ChannelNorm(nn.Module):
             return F.layer_norm(x, (channels, ),
                                 self.weight * channels**-0.5, None,
                                 self.eps * self.eps / channels)
-        centred = x - x.mean(dim=-1, keepdim=True)
+        # shifted by the first channel first, so that a constant vector
+        # centres to exact zeros (x - mean(x) alone leaves rounding noise)
+        shifted = x - x[..., :1]
+        centred = shifted - shifted.mean(dim=-1, keepdim=True)
         return centred * torch.rsqrt(
             centred.square().sum(dim=-1, keepdim=True) +
             self.eps * self.eps) * self.weight
@@ -646,11 +652,12 @@ class ParCNetV2(BaseModule):
         report."""
         resized: Dict[Tuple[int, int], int] = {}
         for name, param in self.named_parameters():
+            vertical = name.endswith('dwconv1.conv_h.weight')
+            if not (vertical or name.endswith('dwconv1.conv_w.weight')):
+                continue
             key = prefix + name
             value = state_dict.get(key)
-            vertical = name.endswith('dwconv1.conv_h.weight')
-            if value is None or value.shape == param.shape or not (
-                    vertical or name.endswith('dwconv1.conv_w.weight')):
+            if not isinstance(value, Tensor) or value.shape == param.shape:
                 continue
             axis = 2 if vertical else 3
             if (value.dim() != 4 or value.shape[:2] != param.shape[:2]
