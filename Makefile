@@ -1,13 +1,33 @@
-# The two commands a new user runs (see README.md). Both build .venv/ on the
-# first run (mmcv is compiled once per machine and cached outside the clone)
-# and reuse it afterwards.
-.PHONY: env demo test
+# The two commands a new user runs (see README.md). Both build what they need
+# on the first run and reuse it afterwards: .venv/ (the pinned stack; mmcv is
+# compiled once per machine and cached outside the clone) and, for the tests,
+# .venv-torch2.1-core/ (the old end of the supported range: Python 3.8,
+# PyTorch 2.1.2, numpy 1.24, no mmcv; the toolbox tests skip there).
+.PHONY: env env-old-end demo lint test test-pinned test-old-end
+
+OLD_END_PINS = requirements-torch2.1.txt
 
 env:
 	@bash .ci/setup-env.sh
 
+env-old-end:
+	@MMPARCNET_TOOLBOXES=0 bash .ci/setup-env.sh $(OLD_END_PINS)
+
 demo: env
 	.venv/bin/mmparcnet-demo
 
-test: env
+test: lint test-pinned test-old-end
+
+# flake8, isort, yapf and codespell with the settings in setup.cfg (what
+# .pre-commit-config.yaml runs)
+lint: env
+	.venv/bin/flake8 .
+	.venv/bin/isort --check-only --diff .
+	.venv/bin/yapf --recursive --diff mmparcnet tests configs setup.py
+	.venv/bin/codespell .
+
+test-pinned: env
 	.venv/bin/python -m pytest tests
+
+test-old-end: env-old-end
+	.venv-torch2.1-core/bin/python -m pytest tests

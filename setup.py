@@ -1,6 +1,10 @@
+import glob
 import os.path as osp
+import shutil
 
 from setuptools import find_packages, setup
+
+HERE = osp.dirname(osp.abspath(__file__))
 
 
 def read_version():
@@ -8,6 +12,23 @@ def read_version():
     with open(osp.join(osp.dirname(__file__), 'mmparcnet', 'version.py')) as f:
         exec(f.read(), scope)
     return scope['__version__']
+
+
+def ship_configs():
+    """Copy configs/ into mmparcnet/.mim/configs, as the OpenMMLab toolboxes
+    ship theirs, so that an installed package finds them
+    (:mod:`mmparcnet.resources`; a checkout uses configs/ directly)."""
+    source = osp.join(HERE, 'configs')
+    if not osp.isdir(source):  # building from an sdist: already copied
+        return []
+    target = osp.join(HERE, 'mmparcnet', '.mim', 'configs')
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(
+        source, target, ignore=shutil.ignore_patterns('__pycache__'))
+    return [
+        osp.relpath(path, osp.join(HERE, 'mmparcnet'))
+        for path in glob.glob(osp.join(target, '**', '*.py'), recursive=True)
+    ]
 
 
 setup(
@@ -19,10 +40,14 @@ setup(
     if osp.exists(osp.join(osp.dirname(__file__), 'README.md')) else '',
     long_description_content_type='text/markdown',
     license='Apache-2.0',
-    python_requires='>=3.8',
+    # the range both ends of which CI tests (docs/environment.md)
+    python_requires='>=3.8,<3.13',
     packages=find_packages(include=['mmparcnet', 'mmparcnet.*']),
+    package_data={'mmparcnet': ship_configs()},
     # the model needs only these; mmdet / mmseg / mmpretrain are optional
-    install_requires=['torch>=1.13', 'mmengine>=0.10.0', 'numpy'],
+    install_requires=[
+        'torch>=2.1,<2.15', 'mmengine>=0.10.0,<0.11', 'numpy>=1.21,<3'
+    ],
     extras_require={
         'det': ['mmcv>=2.0.0,<2.2.0', 'mmdet>=3.0.0'],
         'seg': ['mmcv>=2.0.0,<2.2.0', 'mmsegmentation>=1.0.0'],

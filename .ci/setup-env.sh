@@ -1,24 +1,49 @@
 #!/usr/bin/env bash
-# Build (or reuse) the project's virtual environment at <repo>/.venv.
+# Build (or reuse) a virtual environment from a pin file.
 #
-# Versions come from requirements.txt alone. mmcv 2.1.0 has no wheels on PyPI,
-# so it is compiled once with its ops (nms, RoIAlign, ...) and the wheel is kept
-# in a cache outside the clone, keyed by the Python and torch versions, so that
-# later clones and CI runs only install it. Re-running this script is cheap: a
-# stamp of requirements.txt + this script says whether .venv is up to date.
+#   bash .ci/setup-env.sh                          # .venv from requirements.txt
+#   bash .ci/setup-env.sh requirements-torch2.1.txt   # .venv-torch2.1, the old end
+#
+# Versions come from the pin file alone; its `# python: X.Y` line names the
+# interpreter. mmcv 2.1.0 has no wheels on PyPI, so it is compiled once with
+# its ops (nms, RoIAlign, ...) and the wheel is kept in a cache outside the
+# clone, keyed by the Python and torch versions, so that later clones and CI
+# runs only install it. Re-running this script is cheap: a stamp of the pin
+# file + this script + the options says whether the venv is up to date.
 #
 # Environment:
-#   MMPARCNET_CACHE  where the compiled mmcv wheel lives (default ~/.cache/mmparcnet)
-#   PYTHON           the interpreter to create the venv with (default python3.11 or python3)
+#   MMPARCNET_CACHE      where compiled mmcv wheels live (default ~/.cache/mmparcnet)
+#   MMPARCNET_TOOLBOXES  0: torch, mmengine and the test tools only, no mmcv or
+#                        toolboxes (CI's old-end environment); default 1
+#   VENV                 the venv's path (default: .venv for requirements.txt,
+#                        .venv-<suffix> for requirements-<suffix>.txt, with
+#                        -core added when MMPARCNET_TOOLBOXES=0)
+#   PYTHON               the interpreter (default: the pin file's `# python:`)
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-venv="$repo/.venv"
-pins="$repo/requirements.txt"
+pins=$(cd "$repo" && realpath "${1:-requirements.txt}")
+[[ -f "$pins" ]] || { echo "setup-env: no pin file $pins" >&2; exit 1; }
+suffix=$(basename "$pins" .txt | sed -E 's/^requirements-?//')
 cache="${MMPARCNET_CACHE:-$HOME/.cache/mmparcnet}"
-python=${PYTHON:-$(command -v python3.11 || command -v python3)}
+toolboxes=${MMPARCNET_TOOLBOXES:-1}
+[[ "$toolboxes" == 0 ]] && suffix="${suffix:+$suffix-}core"
+venv=${VENV:-$repo/.venv${suffix:+-$suffix}}
+python_version=$(sed -nE 's/^# python: *([0-9.]+).*/\1/p' "$pins" | head -n1)
+find_python() {  # a python$1 that runs: on PATH, else a pyenv version
+  local candidate
+  for candidate in "$(command -v "python$1")" \
+    "$(pyenv root 2>/dev/null)"/versions/"$1"*/bin/"python$1"; do
+    [[ -x "$candidate" ]] && "$candidate" -c '' 2>/dev/null &&
+      { echo "$candidate"; return 0; }
+  done
+  return 1
+}
+python=${PYTHON:-$(find_python "${python_version:-3}" || true)}
+[[ -n "$python" ]] || { echo "setup-env: $pins asks for Python $python_version," \
+  "but no python$python_version runs here (pyenv install $python_version?)" >&2; exit 1; }
 
-log() { echo "[setup-env] $*"; }
+log() { echo "[setup-env] $(basename "$venv"): $*"; }
 
 # The package itself is installed editable; only a change of setup.py needs a
 # re-install, which takes seconds.
@@ -32,7 +57,8 @@ install_package() {
   echo "$value" >"$stamp"
 }
 
-stamp_value=$(cat "$pins" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
+stamp_value=$( (cat "$pins" "${BASH_SOURCE[0]}"; echo "toolboxes=$toolboxes") |
+  sha256sum | cut -d' ' -f1)
 stamp_file="$venv/.mmparcnet-env-stamp"
 if [[ -f "$stamp_file" && "$(cat "$stamp_file")" == "$stamp_value" ]]; then
   install_package
@@ -46,6 +72,7 @@ pin() {  # the requirement line for one package, e.g. `pin torch` -> torch==2.14
   echo "$line"
 }
 version_of() { pin "$1" | sed -E 's/^[^=]*==//'; }
+pinned() { grep -qiE "^$1([=<>!~ ]|$)" "$pins"; }  # optional packages
 
 log "creating $venv with $python"
 rm -rf "$venv"
@@ -54,14 +81,27 @@ py="$venv/bin/python"
 pip_install() { "$py" -m pip install --disable-pip-version-check -q "$@"; }
 
 log "torch and torchvision"
-pip_install "$(pin torch)" "$(pin torchvision)"
+pip_install "$(pin torch)" "$(pin torchvision)" $(pinned numpy && pin numpy)
+
+optional=()
+for package in onnxscript; do pinned $package && optional+=("$(pin $package)"); done
+if [[ "$toolboxes" == 0 ]]; then
+  log "mmengine, ONNX, test tools (no mmcv, no toolboxes)"
+  pip_install -c "$pins" "$(pin setuptools)" wheel "$(pin mmengine)" \
+    "$(pin onnx)" "$(pin onnxruntime)" "${optional[@]}" \
+    "$(pin pytest)" "$(pin hypothesis)"
+  "$py" -c 'import torch, mmengine; print(f"[setup-env] ready: torch {torch.__version__}, mmengine {mmengine.__version__}, no mmcv")'
+  echo "$stamp_value" >"$stamp_file"
+  install_package
+  exit 0
+fi
 
 # openmim pulls in openxlab, which drags setuptools down to 60.x (too old for
 # torch and for building mmcv): install it first, then put setuptools back.
 log "openmim, then setuptools re-pinned"
-pip_install "$(pin openmim)"
-pip_install "$(pin setuptools)" wheel ninja
-pip_install "$(pin mmengine)"
+pip_install -c "$pins" "$(pin openmim)"
+pip_install -c "$pins" "$(pin setuptools)" wheel ninja
+pip_install -c "$pins" "$(pin mmengine)"
 
 torch_version=$("$py" -c 'import torch; print(torch.__version__.split("+")[0])')
 py_tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
@@ -72,7 +112,8 @@ if ! ls "$wheel_dir"/mmcv-"$mmcv_version"-*.whl >/dev/null 2>&1; then
   mkdir -p "$cache"
   build_dir=$(mktemp -d "$cache/build.XXXXXX")
   # torch >= 2.10's headers need C++20 while mmcv's setup.py asks for C++14/17:
-  # a compiler wrapper raises the standard (torch's extension builder honours CXX).
+  # a compiler wrapper raises the standard (torch's extension builder honours
+  # CXX); older torch builds with the wrapper too.
   cat >"$build_dir/cxx20" <<'WRAP'
 #!/usr/bin/env bash
 args=()
@@ -97,8 +138,9 @@ log "mmcv, mmdet, mmsegmentation, mmpretrain, ONNX, test tools"
 pip_install -c "$pins" "$wheel_dir"/mmcv-"$mmcv_version"-*.whl \
   "$(pin mmdet)" "$(pin mmsegmentation)" "$(pin ftfy)" "$(pin regex)" \
   "$(pin mmpretrain)" \
-  "$(pin onnx)" "$(pin onnxscript)" "$(pin onnxruntime)" \
-  "$(pin pytest)" "$(pin hypothesis)"
+  "$(pin onnx)" "${optional[@]}" "$(pin onnxruntime)" \
+  "$(pin pytest)" "$(pin hypothesis)" \
+  $(for tool in flake8 isort yapf codespell; do pinned $tool && pin $tool; done)
 # other packages may have moved setuptools again; mmengine's `mmdet::` config
 # inheritance needs pkg_resources, which setuptools >= 82 no longer has
 pip_install "$(pin setuptools)"

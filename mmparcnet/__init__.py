@@ -21,14 +21,13 @@ from .version import __version__
 _install_checkpoint_safety()
 _install_cpu_distributed()
 REGISTERED_IN = register('MODELS', ParCNetV2)
-register('OPTIM_WRAPPER_CONSTRUCTORS',
-         ParCNetV2LayerDecayOptimizerConstructor)
+register('OPTIM_WRAPPER_CONSTRUCTORS', ParCNetV2LayerDecayOptimizerConstructor)
 register('HOOKS', RNGStateHook)
 register('OPTIM_WRAPPERS', CPUAwareAmpOptimWrapper)
 register('MODEL_WRAPPERS', CPUAwareDistributedDataParallel)
 
 __all__ = [
-    'CPUAwareAmpOptimWrapper', 'CPUAwareDistributedDataParallel',
-    'ParCNetV2', 'ParCNetV2LayerDecayOptimizerConstructor', 'RNGStateHook',
-    '__version__', 'REGISTERED_IN'
+    'CPUAwareAmpOptimWrapper', 'CPUAwareDistributedDataParallel', 'ParCNetV2',
+    'ParCNetV2LayerDecayOptimizerConstructor', 'RNGStateHook', '__version__',
+    'REGISTERED_IN'
 ]

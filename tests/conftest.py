@@ -1,11 +1,14 @@
+import functools
+import importlib
 import os.path as osp
 
 import pytest
 import torch
 
 # tensors from the published reference implementation (tests/data/README.md)
-FIXTURE = osp.join(osp.dirname(osp.abspath(__file__)), 'data',
-                   'official_parcnetv2_small_random.pt')
+FIXTURE = osp.join(
+    osp.dirname(osp.abspath(__file__)), 'data',
+    'official_parcnetv2_small_random.pt')
 
 
 @pytest.fixture(scope='session')
@@ -54,3 +57,29 @@ def mmengine_log():
     logger.addHandler(handler)
     yield _LogText(stream)
     logger.removeHandler(handler)
+
+
+@functools.lru_cache(maxsize=None)
+def _missing(module: str):
+    """Why ``module`` cannot be imported here, or None if it can."""
+    try:
+        importlib.import_module(module)
+    except Exception as error:  # ImportError, or a broken build (mmcv ops)
+        return f'{type(error).__name__}: {error}'
+    return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        'markers', 'requires(*modules): skip unless every module imports '
+        '(e.g. "mmdet", "mmcv.ops"); the one way tests say they need an '
+        'OpenMMLab toolbox, so that a torch + mmengine environment runs the '
+        'rest')
+
+
+def pytest_runtest_setup(item):
+    for marker in item.iter_markers('requires'):
+        for module in marker.args:
+            reason = _missing(module)
+            if reason is not None:
+                pytest.skip(f'needs {module} ({reason})')

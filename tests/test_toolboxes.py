@@ -8,10 +8,13 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 import mmparcnet
 from mmparcnet.tools.convert import main as convert_main
+
+pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg', 'mmpretrain')
 
 TINY_BACKBONE = ("dict(type='ParCNetV2', arch=dict(depths=[1, 1, 2, 1], "
                  "dims=[16, 32, 48, 64]), pretrain_size=64)")
@@ -20,11 +23,14 @@ CUSTOM_IMPORTS = ("custom_imports = dict(imports=['mmparcnet'], "
 
 
 def run_python(code, cwd):
-    result = subprocess.run([sys.executable, '-c', textwrap.dedent(code)],
-                            cwd=cwd, capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[
-        -3000:]
+    result = subprocess.run(
+        [sys.executable, '-c', textwrap.dedent(code)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600)
+    output = result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == 0, output
     return result.stdout
 
 
@@ -40,14 +46,16 @@ def test_registered_in_every_installed_toolbox():
 
 def test_mask_rcnn_config_of_another_project(tmp_path):
     config = tmp_path / 'mask_rcnn_parcnetv2.py'
-    config.write_text(textwrap.dedent(f'''
+    config.write_text(
+        textwrap.dedent(f'''
         _base_ = 'mmdet::_base_/models/mask-rcnn_r50_fpn.py'
         {CUSTOM_IMPORTS}
         model = dict(
             backbone=dict(_delete_=True, **{TINY_BACKBONE}),
             neck=dict(in_channels=[16, 32, 48, 64]))
     '''))
-    out = run_python(f'''
+    out = run_python(
+        f'''
         import sys, torch
         from mmengine.config import Config
         from mmdet.utils import register_all_modules
@@ -67,7 +75,8 @@ def test_mask_rcnn_config_of_another_project(tmp_path):
 
 def test_upernet_config(tmp_path):
     config = tmp_path / 'upernet_parcnetv2.py'
-    config.write_text(textwrap.dedent(f'''
+    config.write_text(
+        textwrap.dedent(f'''
         _base_ = 'mmseg::_base_/models/upernet_r50.py'
         {CUSTOM_IMPORTS}
         norm_cfg = dict(type='BN', requires_grad=True)
@@ -81,7 +90,8 @@ def test_upernet_config(tmp_path):
             auxiliary_head=dict(in_channels=48, channels=16, num_classes=5,
                                 norm_cfg=norm_cfg))
     '''))
-    out = run_python(f'''
+    out = run_python(
+        f'''
         import torch
         from mmengine.config import Config
         from mmseg.utils import register_all_modules
@@ -97,11 +107,12 @@ def test_upernet_config(tmp_path):
 
 
 def test_image_classifier_reproduces_published_logits(published_checkpoint,
-                                                       reference, tmp_path):
+                                                      reference, tmp_path):
     converted = tmp_path / 'converted.pth'
     assert convert_main([published_checkpoint, str(converted)]) == 0
     config = tmp_path / 'parcnetv2_cls.py'
-    config.write_text(textwrap.dedent(f'''
+    config.write_text(
+        textwrap.dedent(f'''
         {CUSTOM_IMPORTS}
         model = dict(
             type='ImageClassifier',
@@ -114,7 +125,8 @@ def test_image_classifier_reproduces_published_logits(published_checkpoint,
     inputs = tmp_path / 'x.pt'
     torch.save(reference['x_pretrain_size'], inputs)
     out_path = tmp_path / 'logits.pt'
-    run_python(f'''
+    run_python(
+        f'''
         import torch
         from mmengine.config import Config
         from mmengine.runner import load_checkpoint
@@ -130,5 +142,5 @@ def test_image_classifier_reproduces_published_logits(published_checkpoint,
         torch.save(logits, {str(out_path)!r})
     ''', tmp_path)
     logits = torch.load(out_path)
-    torch.testing.assert_close(logits, reference['logits_pretrain_size'],
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        logits, reference['logits_pretrain_size'], atol=1e-5, rtol=0)

@@ -3,5 +3,4 @@
 _base_ = './parcnetv2-t_16xb128_in1k.py'
 
 model = dict(
-    backbone=dict(arch='base', drop_path_rate=0.4),
-    head=dict(in_channels=576))
+    backbone=dict(arch='base', drop_path_rate=0.4), head=dict(in_channels=576))

@@ -28,8 +28,7 @@ model = dict(
 
 optim_wrapper = dict(
     constructor='ParCNetV2LayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(
-        decay_rate=0.7, decay_type='layer_wise', num_layers=7),
+    paramwise_cfg=dict(decay_rate=0.7, decay_type='layer_wise', num_layers=7),
     optimizer=dict(lr=2e-4))
 
 auto_scale_lr = dict(enable=False, base_batch_size=16)

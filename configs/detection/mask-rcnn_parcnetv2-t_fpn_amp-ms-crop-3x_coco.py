@@ -8,7 +8,7 @@
 # num_layers=7, drop path 0.4, total batch 16 (8 GPUs x 2 images). As in the
 # reference, the backbone's output norms get the full lr with the neck and
 # heads (see ParCNetV2.get_layer_depth).
-_base_ = 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
+_base_ = 'mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'  # noqa: E501
 
 custom_imports = dict(imports=['mmparcnet'], allow_failed_imports=False)
 
@@ -29,8 +29,7 @@ model = dict(
 
 optim_wrapper = dict(
     constructor='ParCNetV2LayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(
-        decay_rate=0.95, decay_type='layer_wise', num_layers=7))
+    paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise', num_layers=7))
 
 # 8 GPUs x 2 images; set --auto-scale-lr to scale lr to another batch
 auto_scale_lr = dict(enable=False, base_batch_size=16)

@@ -11,7 +11,7 @@
 #
 # Single-scale test: tools/test.py CONFIG CHECKPOINT
 # Multi-scale + flip (TTA): tools/test.py CONFIG CHECKPOINT --tta
-_base_ = 'mmseg::convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py'
+_base_ = 'mmseg::convnext/convnext-tiny_upernet_8xb2-amp-160k_ade20k-512x512.py'  # noqa: E501
 
 custom_imports = dict(imports=['mmparcnet'], allow_failed_imports=False)
 
@@ -31,7 +31,6 @@ model = dict(
 
 optim_wrapper = dict(
     constructor='ParCNetV2LayerDecayOptimizerConstructor',
-    paramwise_cfg=dict(
-        decay_rate=0.9, decay_type='stage_wise', num_layers=6))
+    paramwise_cfg=dict(decay_rate=0.9, decay_type='stage_wise', num_layers=6))
 
 auto_scale_lr = dict(enable=False, base_batch_size=16)

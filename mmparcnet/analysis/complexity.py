@@ -6,6 +6,18 @@ from torch import nn
 
 from ..models.classifier import ParCNetV2Classifier
 
+# Parameters (M) and MACs (G) of each arch as the published classifier at
+# 224x224 with 1000 classes, counted on the reference implementation (the
+# paper's Table 1 gives them rounded: 7.4 M / 1.6 G, ..., 56 M / 12.5 G).
+REFERENCE_CLASSIFIERS = {
+    'xt': (7.43, 1.55),
+    'tiny': (24.94, 4.27),
+    'small': (39.44, 7.78),
+    'base': (56.37, 12.49),
+}
+# The paper's Table 5: UperNet at 2048x512, parameters (M) and MACs (G).
+PAPER_UPERNET = {'tiny': (55., 932.), 'small': (69., 1005.)}
+
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -41,8 +41,8 @@ def save_atomically(obj: Any, dst: str, overwrite: bool = False) -> None:
                               f'(--force on the command line) to replace it')
     folder = osp.dirname(dst)
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + osp.basename(dst) + '.',
-                               suffix='.tmp', dir=folder)
+    fd, tmp = tempfile.mkstemp(
+        prefix='.' + osp.basename(dst) + '.', suffix='.tmp', dir=folder)
     try:
         with os.fdopen(fd, 'wb') as file:
             torch.save(obj, file)

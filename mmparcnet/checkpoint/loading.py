@@ -1,6 +1,6 @@
 """Published ParCNetV2 checkpoints into this package's backbone.
 
-Three layouts are recognised (``PARCNETV2_SPEC.md`` documents the first two):
+Three layouts are recognised (docs/checkpoints.md):
 
 - ``'classification'``: the published timm-style classifier (``state_dict``,
   ``state_dict_ema`` or ``model`` inside, perhaps ``module.`` prefixes): the
@@ -36,7 +36,8 @@ def _log(message: str, level: int = logging.INFO) -> None:
     print_log(message, logger='current', level=level)
 
 
-def unwrap_state_dict(checkpoint, source: str = 'checkpoint',
+def unwrap_state_dict(checkpoint,
+                      source: str = 'checkpoint',
                       use_ema: bool = False) -> Dict[str, Tensor]:
     """The tensor dict inside a loaded checkpoint, ``module.`` prefixes gone.
 
@@ -73,11 +74,13 @@ def unwrap_state_dict(checkpoint, source: str = 'checkpoint',
 
 
 def detect_layout(state: Dict[str, Tensor]) -> str:
-    """``'classification'``, ``'dense'`` or ``'openmmlab'`` (see module doc)."""
+    """``'classification'``, ``'dense'`` or ``'openmmlab'`` (see the module
+    docstring)."""
     if any(key.startswith('backbone.') for key in state):
         return 'openmmlab'
-    if not any(key.startswith(('downsample_layers.', 'stages.'))
-               for key in state):
+    if not any(
+            key.startswith(('downsample_layers.', 'stages.'))
+            for key in state):
         raise CheckpointError(
             'not a ParCNetV2 checkpoint: no downsample_layers.* or stages.* '
             f'keys (first keys: {list(state)[:5]})')
@@ -149,8 +152,9 @@ def openmmlab_key(key: str, num_stages: int) -> str:
 
 
 def to_backbone_keys(
-        state: Dict[str, Tensor], model: nn.Module,
-        target: Optional[Dict[str, Tensor]] = None
+    state: Dict[str, Tensor],
+    model: nn.Module,
+    target: Optional[Dict[str, Tensor]] = None
 ) -> Tuple[Dict[str, Tensor], List[str]]:
     """Map a trunk state dict to ``model``'s key names (:func:`openmmlab_key`
     without the ``backbone.`` prefix).
@@ -196,7 +200,8 @@ def to_backbone_keys(
     return mapped, set_aside
 
 
-def check_shapes(state: Dict[str, Tensor], model: nn.Module,
+def check_shapes(state: Dict[str, Tensor],
+                 model: nn.Module,
                  target: Optional[Dict[str, Tensor]] = None) -> None:
     """Raise :class:`CheckpointError` naming the first tensor whose shape
     differs from ``model``'s (after the oversized kernels were resized)."""
@@ -214,8 +219,10 @@ def check_shapes(state: Dict[str, Tensor], model: nn.Module,
             f'{getattr(model, "dims", "?")})')
 
 
-def load_state_into(model: nn.Module, state: Dict[str, Tensor],
-                    source: str = 'checkpoint', layout: str = '') -> None:
+def load_state_into(model: nn.Module,
+                    state: Dict[str, Tensor],
+                    source: str = 'checkpoint',
+                    layout: str = '') -> None:
     """Map, fit and load ``state`` into ``model``; report what did not fit.
 
     Oversized kernels stored at another length are resized by the model's
@@ -233,16 +240,18 @@ def load_state_into(model: nn.Module, state: Dict[str, Tensor],
         OrderedDict((k, v) for k, v in mapped.items() if k in target),
         strict=False)
     _log(f'loaded {len(mapped) - len(unexpected)} tensors into '
-         f'{type(model).__name__} from {source}'
-         + (f' ({layout} layout)' if layout else ''))
+         f'{type(model).__name__} from {source}' +
+         (f' ({layout} layout)' if layout else ''))
     if set_aside:
         _log('not loaded: ' + '; '.join(set_aside), logging.WARNING)
     if unexpected:
-        _log(f'unexpected keys in {source} (not in the model): '
-             f'{", ".join(unexpected)}', logging.WARNING)
+        _log(
+            f'unexpected keys in {source} (not in the model): '
+            f'{", ".join(unexpected)}', logging.WARNING)
     if missing:
-        _log(f'missing in {source} (left at their initial values): '
-             f'{", ".join(missing)}', logging.WARNING)
+        _log(
+            f'missing in {source} (left at their initial values): '
+            f'{", ".join(missing)}', logging.WARNING)
 
 
 def load_pretrained(model: nn.Module,

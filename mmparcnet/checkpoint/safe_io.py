@@ -103,8 +103,8 @@ def _restricted_allowlist() -> dict:
     import collections
     allowed = {}
     for item in safe_globals():
-        obj, name = item if isinstance(item, tuple) else (
-            item, f'{item.__module__}.{item.__qualname__}')
+        obj, name = item if isinstance(
+            item, tuple) else (item, f'{item.__module__}.{item.__qualname__}')
         module, _, attr = name.rpartition('.')
         allowed[(module, attr)] = obj
     for name in _TORCH_REBUILD:
@@ -141,7 +141,8 @@ class _RestrictedUnpickler(pickle._Unpickler):
         super().__init__(*args, **kwargs)
         self._allowed = _restricted_allowlist()
         self._instance_types = tuple(
-            {v for v in self._allowed.values() if isinstance(v, type)}
+            {v
+             for v in self._allowed.values() if isinstance(v, type)}
             | {torch.Tensor})
 
     def find_class(self, module, name):
@@ -153,8 +154,8 @@ class _RestrictedUnpickler(pickle._Unpickler):
 
     def load_build(self):
         target = self.stack[-2]
-        if isinstance(target, type) or not isinstance(
-                target, self._instance_types):
+        if isinstance(target,
+                      type) or not isinstance(target, self._instance_types):
             raise pickle.UnpicklingError(
                 f'Unsupported BUILD of a {type(target).__name__}: only '
                 f'instances of allowed globals may be given a state')
@@ -177,8 +178,8 @@ def _load_allowlisted(path: str, map_location: Any) -> Any:
     """``torch.load`` that builds only allowlisted globals, on any PyTorch."""
     if hasattr(torch.serialization, 'safe_globals'):  # PyTorch >= 2.5
         with torch.serialization.safe_globals(safe_globals()):
-            return torch.load(path, map_location=map_location,
-                              weights_only=True)
+            return torch.load(
+                path, map_location=map_location, weights_only=True)
     return load_restricted(path, map_location)
 
 
@@ -186,8 +187,11 @@ def load_restricted(path: str, map_location: Any = 'cpu') -> Any:
     """``torch.load`` through the restricted unpickler (the path taken
     before PyTorch 2.5; callable on any version, which is how it is
     tested)."""
-    return torch.load(path, map_location=map_location, weights_only=False,
-                      pickle_module=_RestrictedPickleModule)
+    return torch.load(
+        path,
+        map_location=map_location,
+        weights_only=False,
+        pickle_module=_RestrictedPickleModule)
 
 
 def _is_trusted(path: str) -> bool:
@@ -227,8 +231,10 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
         return _load_allowlisted(path, map_location)
     except pickle.UnpicklingError as err:
         message = str(err)
-        culprit = next((line.strip() for line in message.splitlines()
-                        if 'global' in line.lower()), None)
+        culprit = next(
+            (line.strip()
+             for line in message.splitlines() if 'global' in line.lower()),
+            None)
         if culprit is None:
             raise CheckpointError(
                 f'{path} is not a readable PyTorch checkpoint (corrupted or '
@@ -238,9 +244,10 @@ def load_checkpoint_file(path: str, map_location: Any = 'cpu') -> Any:
             print_log(
                 f'{path} needs globals outside the safe allowlist; loading '
                 f'it with weights_only=False because {TRUST_ENV} lists it',
-                logger='current', level=logging.WARNING)
-            return torch.load(path, map_location=map_location,
-                              weights_only=False)
+                logger='current',
+                level=logging.WARNING)
+            return torch.load(
+                path, map_location=map_location, weights_only=False)
         raise CheckpointError(
             f'refused to load {path}: it needs a Python global that could '
             f'run code ({culprit}). Checkpoints that mmengine wrote '

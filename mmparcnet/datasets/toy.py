@@ -9,7 +9,8 @@ them unchanged:
   and polygon masks, images in ``train2017/`` and ``val2017/``);
 - ADE20K (``ADEChallengeData2016/images/{training,validation}/*.jpg`` and
   ``annotations/.../*.png``, label 0 = "other", class k = k + 1);
-- ImageNet (``train/<class>/*.JPEG``, ``val/*.JPEG``, ``meta/{train,val}.txt``).
+- ImageNet (``train/<class>/*.JPEG``, ``val/*.JPEG``,
+  ``meta/{train,val}.txt``).
 
 Image sizes vary from image to image, so successive training iterations see
 different input sizes. Everything is seeded: the same call writes the same
@@ -35,15 +36,17 @@ def _shape_polygon(kind: int, cx: float, cy: float, r: float) -> List[float]:
                   (cx - r, cy + r)]
     elif kind == 1:  # disc, as a 24-gon
         points = [(cx + r * math.cos(2 * math.pi * i / 24),
-                   cy + r * math.sin(2 * math.pi * i / 24))
-                  for i in range(24)]
+                   cy + r * math.sin(2 * math.pi * i / 24)) for i in range(24)]
     else:  # triangle, pointing up
         points = [(cx, cy - r), (cx + r, cy + r), (cx - r, cy + r)]
     return [coordinate for point in points for coordinate in point]
 
 
-def draw_scene(rng: np.random.Generator, height: int, width: int,
-               max_objects: int = 3, kind: int = None):
+def draw_scene(rng: np.random.Generator,
+               height: int,
+               width: int,
+               max_objects: int = 3,
+               kind: int = None):
     """One image and its objects: a list of (class index, polygon, box).
 
     ``kind`` fixes the class of every object (random by default).
@@ -68,8 +71,9 @@ def draw_scene(rng: np.random.Generator, height: int, width: int,
             else kind
         polygon = _shape_polygon(this_kind, cx, cy, r)
         jitter = rng.integers(-25, 26, size=3)
-        color = tuple(int(np.clip(c + j, 0, 255))
-                      for c, j in zip(COLORS[this_kind], jitter))
+        color = tuple(
+            int(np.clip(c + j, 0, 255))
+            for c, j in zip(COLORS[this_kind], jitter))
         draw.polygon(polygon, fill=color)
         xs, ys = polygon[0::2], polygon[1::2]
         box = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
@@ -81,7 +85,9 @@ def _sizes(sizes: Sequence[Tuple[int, int]], index: int) -> Tuple[int, int]:
     return tuple(sizes[index % len(sizes)])
 
 
-def make_coco(root: str, num_train: int = 48, num_val: int = 16,
+def make_coco(root: str,
+              num_train: int = 48,
+              num_val: int = 16,
               sizes: Sequence[Tuple[int, int]] = DEFAULT_SIZES,
               seed: int = 0) -> dict:
     """Write a COCO-format instance segmentation set under ``root``.
@@ -100,23 +106,29 @@ def make_coco(root: str, num_train: int = 48, num_val: int = 16,
             image, objects = draw_scene(rng, height, width)
             name = f'{index:06d}.jpg'
             image.save(osp.join(root, split, name), quality=95)
-            images.append(dict(id=index + 1, file_name=name, height=height,
-                               width=width))
+            images.append(
+                dict(id=index + 1, file_name=name, height=height, width=width))
             for kind, polygon, box in objects:
-                annotations.append(dict(
-                    id=len(annotations) + 1,
-                    image_id=index + 1,
-                    category_id=kind + 1,
-                    segmentation=[[round(v, 2) for v in polygon]],
-                    area=float(_polygon_area(polygon)),
-                    bbox=[round(v, 2) for v in box],
-                    iscrowd=0))
-        categories = [dict(id=i + 1, name=name, supercategory='shape')
-                      for i, name in enumerate(CLASSES)]
+                annotations.append(
+                    dict(
+                        id=len(annotations) + 1,
+                        image_id=index + 1,
+                        category_id=kind + 1,
+                        segmentation=[[round(v, 2) for v in polygon]],
+                        area=float(_polygon_area(polygon)),
+                        bbox=[round(v, 2) for v in box],
+                        iscrowd=0))
+        categories = [
+            dict(id=i + 1, name=name, supercategory='shape')
+            for i, name in enumerate(CLASSES)
+        ]
         path = osp.join(root, 'annotations', f'instances_{split}.json')
         with open(path, 'w') as file:
-            json.dump(dict(images=images, annotations=annotations,
-                           categories=categories), file)
+            json.dump(
+                dict(
+                    images=images,
+                    annotations=annotations,
+                    categories=categories), file)
         paths[split] = path
     return dict(classes=CLASSES, **paths)
 
@@ -126,7 +138,9 @@ def _polygon_area(polygon: Sequence[float]) -> float:
     return 0.5 * abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1)))
 
 
-def make_ade20k(root: str, num_train: int = 32, num_val: int = 8,
+def make_ade20k(root: str,
+                num_train: int = 32,
+                num_val: int = 8,
                 sizes: Sequence[Tuple[int, int]] = DEFAULT_SIZES,
                 seed: int = 0) -> dict:
     """Write an ADE20K-format semantic segmentation set under ``root``
@@ -145,13 +159,14 @@ def make_ade20k(root: str, num_train: int = 32, num_val: int = 8,
             for kind, polygon, _ in objects:
                 draw.polygon(polygon, fill=kind + 1)
             name = f'ADE_{split[:5]}_{index:08d}'
-            image.save(osp.join(base, 'images', split, name + '.jpg'),
-                       quality=95)
+            image.save(
+                osp.join(base, 'images', split, name + '.jpg'), quality=95)
             label.save(osp.join(base, 'annotations', split, name + '.png'))
     return dict(classes=CLASSES, root=base)
 
 
-def make_imagenet(root: str, per_class_train: int = 16,
+def make_imagenet(root: str,
+                  per_class_train: int = 16,
                   per_class_val: int = 4,
                   sizes: Sequence[Tuple[int, int]] = DEFAULT_SIZES,
                   seed: int = 0) -> dict:
@@ -159,8 +174,8 @@ def make_imagenet(root: str, per_class_train: int = 16,
     per image, its class the label."""
     rng = np.random.default_rng(seed)
     os.makedirs(osp.join(root, 'meta'), exist_ok=True)
-    for split, per_class in (('train', per_class_train),
-                             ('val', per_class_val)):
+    for split, per_class in (('train', per_class_train), ('val',
+                                                          per_class_val)):
         lines = []
         for label, name in enumerate(CLASSES):
             for index in range(per_class):

@@ -58,7 +58,9 @@ def install() -> None:
                 'mmparcnet: no GPU on this host, so the distributed backend '
                 'is gloo instead of nccl; on a CPU model use '
                 "model_wrapper_cfg=dict(type='CPUAwareDistributedDataParallel"
-                "')", logger='current', level=logging.WARNING)
+                "')",
+                logger='current',
+                level=logging.WARNING)
             backend = 'gloo'
         torch_dist.init_process_group(backend=backend, **kwargs)
 
@@ -120,8 +122,8 @@ class GlooSyncBatchNorm(_BatchNorm):
                 self.running_mean.lerp_(mean.to(self.running_mean), factor)
                 self.running_var.lerp_(unbiased.to(self.running_var), factor)
         shape = [1, -1] + [1] * (input.dim() - 2)
-        output = (x - mean.reshape(shape)) * torch.rsqrt(
-            var.reshape(shape) + self.eps)
+        output = (x - mean.reshape(shape)
+                  ) * torch.rsqrt(var.reshape(shape) + self.eps)
         if self.affine:
             output = output * self.weight.reshape(shape) + self.bias.reshape(
                 shape)

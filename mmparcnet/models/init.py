@@ -31,8 +31,13 @@ class TruncNormalFanOutInit(BaseInit):
             Defaults to 'Conv2d'.
     """
 
-    def __init__(self, gain: float = 2., a: float = -2., b: float = 2.,
-                 bias_std: float = 0., layer='Conv2d', **kwargs):
+    def __init__(self,
+                 gain: float = 2.,
+                 a: float = -2.,
+                 b: float = 2.,
+                 bias_std: float = 0.,
+                 layer='Conv2d',
+                 **kwargs):
         super().__init__(layer=layer, **kwargs)
         self.gain, self.a, self.b = gain, a, b
         self.bias_std = bias_std
@@ -55,7 +60,10 @@ class TruncNormalFanOutInit(BaseInit):
         def init(m):
             if getattr(m, 'weight', None) is None:
                 return
-            if self.wholemodule or type(m).__name__ in layers:
+            # subclasses count as their base (as in mmengine's
+            # initialisers): the gate units' 1x1 layers are Conv2d's
+            names = {cls.__name__ for cls in type(m).__mro__}
+            if self.wholemodule or layers & names:
                 self._init(m)
 
         module.apply(init)

@@ -36,10 +36,9 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from mmparcnet.models import ParCNetV2
+from mmparcnet.models.layers.oversized_conv import stage_map_sizes
 from mmparcnet.tools import resident_memory
-
-TINY_DIMS = (64, 128, 320, 512)
-
 
 # -- timing -------------------------------------------------------------------
 
@@ -90,12 +89,8 @@ def _autocast(device: torch.device, dtype: str):
 def stage_shapes(height: int, width: int) -> List[tuple]:
     """(C, h, w) of ParCNetV2-T's four stages for an input of height x
     width."""
-    shapes = []
-    h, w = (height - 3) // 4 + 1, (width - 3) // 4 + 1
-    for channels in TINY_DIMS:
-        shapes.append((channels, h, w))
-        h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    return shapes
+    dims = ParCNetV2.arch_settings['tiny']['dims']
+    return list(zip(dims, stage_map_sizes(height), stage_map_sizes(width)))
 
 
 CONV_IMPLS = ('direct', 'fft', 'matmul')
@@ -125,7 +120,8 @@ def bench_oversized_conv(device, batch, height, width, warmup,
             kw = k_w.detach().clone().requires_grad_(True)
 
             def forward_backward():
-                oversized_conv(xg, kh, kw, 'interpolate', impl).sum().backward()
+                oversized_conv(xg, kh, kw, 'interpolate',
+                               impl).sum().backward()
 
             row[f'{impl}_fwd_ms'] = measure(forward, device, warmup,
                                             repeats)['ms']
@@ -135,14 +131,13 @@ def bench_oversized_conv(device, batch, height, width, warmup,
             chosen = choose_impl(x.shape, 2 * h - 1, 2 * w - 1, device.type,
                                  training)
             row[f'auto_{key}'] = chosen
-            row[f'speedup_{key}'] = (row[f'direct_{key}_ms'] /
-                                     row[f'{chosen}_{key}_ms'])
+            row[f'speedup_{key}'] = (
+                row[f'direct_{key}_ms'] / row[f'{chosen}_{key}_ms'])
         rows.append(row)
     return rows
 
 
 # -- part 2: backbones --------------------------------------------------------
-
 
 BASELINES = ('ConvNeXt-T', 'Swin-T')
 
@@ -151,11 +146,12 @@ def _mmpretrain_baselines():
     from mmpretrain.models import ConvNeXt, SwinTransformer
     return {
         'ConvNeXt-T':
-        lambda: ConvNeXt('tiny', out_indices=(0, 1, 2, 3),
-                         gap_before_final_norm=False),
+        lambda: ConvNeXt(
+            'tiny', out_indices=(0, 1, 2, 3), gap_before_final_norm=False),
         'Swin-T':
-        lambda: SwinTransformer('tiny', img_size=224, out_indices=(0, 1, 2, 3),
-                                pad_small_map=True),
+        lambda: SwinTransformer(
+            'tiny', img_size=224, out_indices=(0, 1, 2, 3), pad_small_map=True
+        ),
     }
 
 
@@ -163,12 +159,14 @@ def _timm_baselines():
     import timm
     return {
         'ConvNeXt-T':
-        lambda: timm.create_model('convnext_tiny', pretrained=False,
-                                  features_only=True),
+        lambda: timm.create_model(
+            'convnext_tiny', pretrained=False, features_only=True),
         'Swin-T':
-        lambda: timm.create_model('swin_tiny_patch4_window7_224',
-                                  pretrained=False, features_only=True,
-                                  strict_img_size=False),
+        lambda: timm.create_model(
+            'swin_tiny_patch4_window7_224',
+            pretrained=False,
+            features_only=True,
+            strict_img_size=False),
     }
 
 
@@ -177,7 +175,8 @@ def build_backbones(names: List[str]):
     and Swin-T from mmpretrain, or timm without it."""
     from mmparcnet.models import ParCNetV2
     builders = {
-        'ParCNetV2-T': lambda: ParCNetV2('tiny', oversized_conv_impl='auto'),
+        'ParCNetV2-T':
+        lambda: ParCNetV2('tiny', oversized_conv_impl='auto'),
         'ParCNetV2-T (direct)':
         lambda: ParCNetV2('tiny', oversized_conv_impl='direct'),
     }
@@ -203,9 +202,9 @@ def build_backbones(names: List[str]):
     return {name: builders[name] for name in names}, source
 
 
-def measure_interleaved(fns: Dict[str, Callable[[], None]],
-                        device: torch.device, warmup: int,
-                        repeats: int) -> Dict[str, dict]:
+def measure_interleaved(fns: Dict[str, Callable[[],
+                                                None]], device: torch.device,
+                        warmup: int, repeats: int) -> Dict[str, dict]:
     """Like :func:`measure` for several functions, timed in turns (one call
     of each per round), so that a change in the machine's load over the run
     (other tenants of a shared host) reaches all of them alike."""
@@ -220,8 +219,10 @@ def measure_interleaved(fns: Dict[str, Callable[[], None]],
             times[name].append(one['ms'])
             if one['peak_mib'] is not None:
                 peaks[name] = max(peaks[name] or 0., one['peak_mib'])
-    return {name: dict(ms=statistics.median(times[name]),
-                       peak_mib=peaks[name]) for name in fns}
+    return {
+        name: dict(ms=statistics.median(times[name]), peak_mib=peaks[name])
+        for name in fns
+    }
 
 
 def _passes(model, run, x, device, dtype):
@@ -259,9 +260,9 @@ def _peak_memory_child(spec_json: str) -> None:
             forward, forward_backward = _passes(model, model, x, device, dtype)
             try:
                 forward()  # thread pools and other one-time buffers
-                row.update(fwd_peak_mib=resident_memory.peak_mib(forward),
-                           fwdbwd_peak_mib=resident_memory.peak_mib(
-                               forward_backward))
+                row.update(
+                    fwd_peak_mib=resident_memory.peak_mib(forward),
+                    fwdbwd_peak_mib=resident_memory.peak_mib(forward_backward))
             except Exception as err:
                 row['error'] = f'{type(err).__name__}: {err}'
             rows.append(row)
@@ -285,26 +286,41 @@ def cpu_peak_memory(names: List[str], batch: int, height: int, width: int,
     env['PYTHONPATH'] = os.pathsep.join(
         p for p in (package_root, env.get('PYTHONPATH')) if p)
     spec = dict(names=names, batch=batch, size=[height, width], dtypes=dtypes)
-    child = subprocess.run(
-        [sys.executable, '-c', 'import sys; from mmparcnet.tools.benchmark '
-         'import _peak_memory_child; _peak_memory_child(sys.argv[1])',
-         json.dumps(spec)], env=env, capture_output=True, text=True)
+    child = subprocess.run([
+        sys.executable, '-c', 'import sys; from mmparcnet.tools.benchmark '
+        'import _peak_memory_child; _peak_memory_child(sys.argv[1])',
+        json.dumps(spec)
+    ],
+                           env=env,
+                           capture_output=True,
+                           text=True)
     if child.returncode != 0:
-        print(f'  CPU peak memory not measured: its process exited with '
-              f'{child.returncode}:\n{child.stderr[-2000:]}', file=sys.stderr)
+        print(
+            f'  CPU peak memory not measured: its process exited with '
+            f'{child.returncode}:\n{child.stderr[-2000:]}',
+            file=sys.stderr)
         return {}
     peaks = {}
     for row in json.loads(child.stdout.strip().splitlines()[-1]):
         if 'error' in row:
-            print(f'  CPU peak memory of {row["backbone"]} in {row["dtype"]} '
-                  f'not measured: {row["error"]}', file=sys.stderr)
+            print(
+                f'  CPU peak memory of {row["backbone"]} in {row["dtype"]} '
+                f'not measured: {row["error"]}',
+                file=sys.stderr)
         else:
             peaks[row['backbone'], row['dtype']] = row
     return peaks
 
 
-def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
-                    names, compile_backend=None,
+def bench_backbones(device,
+                    batch,
+                    height,
+                    width,
+                    dtypes,
+                    warmup,
+                    repeats,
+                    names,
+                    compile_backend=None,
                     cpu_memory=True) -> List[dict]:
     """Every backbone, timed in turns with the others (see
     :func:`measure_interleaved`); a backbone that fails is reported with
@@ -318,13 +334,14 @@ def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
     models, runs, rows = {}, {}, []
     for name, build in builders.items():
         models[name] = build().to(device)
-        runs[name] = (torch.compile(models[name], backend=compile_backend)
-                      if compile_backend else models[name])
+        runs[name] = (
+            torch.compile(models[name], backend=compile_backend)
+            if compile_backend else models[name])
     for dtype in dtypes:
         passes, failed = {}, {}
         for name, model in models.items():
-            forward, forward_backward = _passes(model, runs[name], x,
-                                                device, dtype)
+            forward, forward_backward = _passes(model, runs[name], x, device,
+                                                dtype)
             try:  # one call of each first: a failure must not stop the rest
                 forward()
                 forward_backward()
@@ -332,33 +349,44 @@ def bench_backbones(device, batch, height, width, dtypes, warmup, repeats,
                 failed[name] = f'{type(err).__name__}: {err}'
                 continue
             passes[name] = (forward, forward_backward)
-        fwd = measure_interleaved({n: p[0] for n, p in passes.items()},
-                                  device, warmup, repeats)
-        fwdbwd = measure_interleaved({n: p[1] for n, p in passes.items()},
-                                     device, warmup, repeats)
+        fwd = measure_interleaved({
+            n: p[0]
+            for n, p in passes.items()
+        }, device, warmup, repeats)
+        fwdbwd = measure_interleaved({
+            n: p[1]
+            for n, p in passes.items()
+        }, device, warmup, repeats)
         for name in models:
-            row = dict(backbone=name, dtype=dtype, source=(
-                'mmparcnet' if name.startswith('ParCNetV2') else source))
+            row = dict(
+                backbone=name,
+                dtype=dtype,
+                source=('mmparcnet'
+                        if name.startswith('ParCNetV2') else source))
             if name in failed:
                 row['error'] = failed[name]
             else:
-                row.update(fwd_ms=fwd[name]['ms'],
-                           fwd_peak_mib=fwd[name]['peak_mib'],
-                           fwdbwd_ms=fwdbwd[name]['ms'],
-                           fwdbwd_peak_mib=fwdbwd[name]['peak_mib'])
+                row.update(
+                    fwd_ms=fwd[name]['ms'],
+                    fwd_peak_mib=fwd[name]['peak_mib'],
+                    fwdbwd_ms=fwdbwd[name]['ms'],
+                    fwdbwd_peak_mib=fwdbwd[name]['peak_mib'])
             rows.append(row)
-        print(f'  measured {", ".join(models)} in {dtype}', file=sys.stderr,
-              flush=True)
+        print(
+            f'  measured {", ".join(models)} in {dtype}',
+            file=sys.stderr,
+            flush=True)
     if device.type == 'cpu' and cpu_memory and not compile_backend:
-        peaks = cpu_peak_memory(
-            [n for n in models if any(r['backbone'] == n and 'error' not in r
-                                      for r in rows)],
-            batch, height, width, dtypes)
+        peaks = cpu_peak_memory([
+            n for n in models if any(r['backbone'] == n and 'error' not in r
+                                     for r in rows)
+        ], batch, height, width, dtypes)
         for row in rows:
             peak = peaks.get((row['backbone'], row['dtype']))
             if peak and 'error' not in row:
-                row.update(fwd_peak_mib=peak['fwd_peak_mib'],
-                           fwdbwd_peak_mib=peak['fwdbwd_peak_mib'])
+                row.update(
+                    fwd_peak_mib=peak['fwd_peak_mib'],
+                    fwdbwd_peak_mib=peak['fwdbwd_peak_mib'])
     for row in rows:
         base = next((r for r in rows if r['backbone'] == 'ConvNeXt-T'
                      and r['dtype'] == row['dtype'] and 'error' not in r),
@@ -402,8 +430,10 @@ def print_report(result: dict) -> None:
     if result.get('backbones'):
         compiled = (f', torch.compile backend {result["compile"]}'
                     if result.get('compile') else '')
-        memory = {'cuda': 'CUDA allocator', 'cpu': 'resident set'}.get(
-            result.get('memory'), 'not measured')
+        memory = {
+            'cuda': 'CUDA allocator',
+            'cpu': 'resident set'
+        }.get(result.get('memory'), 'not measured')
         print(f'\nDetection backbones, input {result["input"]}, batch '
               f'{result["backbone_batch"]}{compiled} (ms, median; peak MiB of '
               f'fwd+bwd: {memory}; ratios to ConvNeXt-T)')
@@ -428,35 +458,60 @@ def parse_args(argv=None):
         prog='mmparcnet-benchmark',
         description='Time the oversized convolution and ParCNetV2-T against '
         'ConvNeXt-T and Swin-T on this device.')
-    parser.add_argument('--device', default='auto',
-                        help="'auto' (cuda if present), 'cpu' or 'cuda'")
-    parser.add_argument('--size', nargs=2, type=int, default=[800, 1216],
-                        metavar=('H', 'W'))
+    parser.add_argument(
+        '--device',
+        default='auto',
+        help="'auto' (cuda if present), 'cpu' or 'cuda'")
+    parser.add_argument(
+        '--size', nargs=2, type=int, default=[800, 1216], metavar=('H', 'W'))
     parser.add_argument('--conv-batch', type=int, default=2)
-    parser.add_argument('--backbone-batch', type=int, default=None,
-                        help='default: 2 on CUDA, 1 on the CPU')
-    parser.add_argument('--dtypes', nargs='+', default=None,
-                        choices=['fp32', 'bf16'],
-                        help='default: fp32 and bf16 on CUDA, fp32 on the CPU '
-                        '(where bf16 is emulated on most machines)')
-    parser.add_argument('--parts', nargs='+', default=['conv', 'backbones'],
-                        choices=['conv', 'backbones'])
-    parser.add_argument('--backbones', nargs='+', default=[
-        'ParCNetV2-T', 'ParCNetV2-T (direct)', 'ConvNeXt-T', 'Swin-T'
-    ])
-    parser.add_argument('--warmup', type=int, default=None,
-                        help='default: 10 on CUDA, 1 on the CPU')
-    parser.add_argument('--repeats', type=int, default=None,
-                        help='default: 30 on CUDA, 5 on the CPU')
-    parser.add_argument('--compile', default=None, metavar='BACKEND',
-                        help='run every backbone through torch.compile with '
-                        "this backend (such as 'inductor'); default: eager")
-    parser.add_argument('--no-cpu-memory', action='store_true',
-                        help='on the CPU, leave out the peak memory (measured '
-                        'in a fresh process that runs every backbone once '
-                        'more)')
-    parser.add_argument('--json', default=None,
-                        help='also write the results to this file')
+    parser.add_argument(
+        '--backbone-batch',
+        type=int,
+        default=None,
+        help='default: 2 on CUDA, 1 on the CPU')
+    parser.add_argument(
+        '--dtypes',
+        nargs='+',
+        default=None,
+        choices=['fp32', 'bf16'],
+        help='default: fp32 and bf16 on CUDA, fp32 on the CPU '
+        '(where bf16 is emulated on most machines)')
+    parser.add_argument(
+        '--parts',
+        nargs='+',
+        default=['conv', 'backbones'],
+        choices=['conv', 'backbones'])
+    parser.add_argument(
+        '--backbones',
+        nargs='+',
+        default=[
+            'ParCNetV2-T', 'ParCNetV2-T (direct)', 'ConvNeXt-T', 'Swin-T'
+        ])
+    parser.add_argument(
+        '--warmup',
+        type=int,
+        default=None,
+        help='default: 10 on CUDA, 1 on the CPU')
+    parser.add_argument(
+        '--repeats',
+        type=int,
+        default=None,
+        help='default: 30 on CUDA, 5 on the CPU')
+    parser.add_argument(
+        '--compile',
+        default=None,
+        metavar='BACKEND',
+        help='run every backbone through torch.compile with '
+        "this backend (such as 'inductor'); default: eager")
+    parser.add_argument(
+        '--no-cpu-memory',
+        action='store_true',
+        help='on the CPU, leave out the peak memory (measured '
+        'in a fresh process that runs every backbone once '
+        'more)')
+    parser.add_argument(
+        '--json', default=None, help='also write the results to this file')
     return parser.parse_args(argv)
 
 
@@ -467,8 +522,7 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     cuda = device.type == 'cuda'
     warmup = args.warmup if args.warmup is not None else (10 if cuda else 1)
-    repeats = args.repeats if args.repeats is not None else (30
-                                                             if cuda else 5)
+    repeats = args.repeats if args.repeats is not None else (30 if cuda else 5)
     backbone_batch = args.backbone_batch or (2 if cuda else 1)
     dtypes = args.dtypes or (['fp32', 'bf16'] if cuda else ['fp32'])
     height, width = args.size
@@ -490,10 +544,19 @@ def main(argv=None) -> int:
             device, args.conv_batch, height, width, warmup, repeats)
     if 'backbones' in args.parts:
         result['backbones'] = bench_backbones(
-            device, backbone_batch, height, width, dtypes, warmup, repeats,
-            args.backbones, args.compile, cpu_memory=not args.no_cpu_memory)
-        if any(row.get('fwdbwd_peak_mib') is not None
-               for row in result['backbones']):
+            device,
+            backbone_batch,
+            height,
+            width,
+            dtypes,
+            warmup,
+            repeats,
+            args.backbones,
+            args.compile,
+            cpu_memory=not args.no_cpu_memory)
+        if any(
+                row.get('fwdbwd_peak_mib') is not None
+                for row in result['backbones']):
             result['memory'] = device.type
     print_report(result)
     text = json.dumps(result, indent=2)

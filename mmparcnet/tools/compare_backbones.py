@@ -26,29 +26,38 @@ import subprocess
 import sys
 import time
 
+from ..resources import config_path
 from .demo import metrics
 
-REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOY_CONFIG = osp.join(REPO, 'configs', 'detection',
-                      'mask-rcnn_parcnetv2-nano_fpn_toy-coco.py')
+TOY_CONFIG = config_path('detection/mask-rcnn_parcnetv2-nano_fpn_toy-coco.py')
 CHANNELS = [64, 128, 256, 512]
 
 # every backbone with depths 2-2-2-2 (ResNet-18: two basic blocks a stage)
 # and channels 64-512, from scratch
 BACKBONES = {
-    'resnet18': dict(
-        type='mmdet.ResNet', depth=18, out_indices=(0, 1, 2, 3),
-        norm_cfg=dict(type='BN', requires_grad=True), norm_eval=False,
-        style='pytorch', init_cfg=None),
-    'convnext': dict(
+    'resnet18':
+    dict(
+        type='mmdet.ResNet',
+        depth=18,
+        out_indices=(0, 1, 2, 3),
+        norm_cfg=dict(type='BN', requires_grad=True),
+        norm_eval=False,
+        style='pytorch',
+        init_cfg=None),
+    'convnext':
+    dict(
         type='mmpretrain.ConvNeXt',
         arch=dict(depths=[2, 2, 2, 2], channels=CHANNELS),
-        out_indices=(0, 1, 2, 3), gap_before_final_norm=False,
+        out_indices=(0, 1, 2, 3),
+        gap_before_final_norm=False,
         layer_scale_init_value=1.0),
-    'parcnetv2': dict(
-        type='ParCNetV2', arch=dict(depths=[2, 2, 2, 2], dims=CHANNELS),
+    'parcnetv2':
+    dict(
+        type='ParCNetV2',
+        arch=dict(depths=[2, 2, 2, 2], dims=CHANNELS),
         out_indices=(0, 1, 2, 3)),
-    'parcnetv2-channels-last-outputs': dict(
+    'parcnetv2-channels-last-outputs':
+    dict(
         type='ParCNetV2ChannelsLastOutputs',
         arch=dict(depths=[2, 2, 2, 2], dims=CHANNELS),
         out_indices=(0, 1, 2, 3)),
@@ -106,11 +115,17 @@ def train_one(backbone: str, work_dir: str, data_root: str,
     with open(config, 'w') as file:
         file.write(config_text(backbone, data_root, epochs))
     mim = osp.join(osp.dirname(sys.executable), 'mim')
-    command = [mim if osp.isfile(mim) else 'mim', 'train', 'mmdet', config,
-               '--work-dir', osp.join(work_dir, backbone)]
+    command = [
+        mim if osp.isfile(mim) else 'mim', 'train', 'mmdet', config,
+        '--work-dir',
+        osp.join(work_dir, backbone)
+    ]
     start = time.time()
-    result = subprocess.run(command, capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED='1'))
     output = result.stdout + result.stderr
     with open(osp.join(work_dir, f'{backbone}.log'), 'w') as log:
         log.write(output)
@@ -141,8 +156,11 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog='mmparcnet-compare-backbones',
         description=__doc__.split('\n\n')[0])
-    parser.add_argument('--backbones', nargs='+', default=list(BACKBONES),
-                        choices=list(BACKBONES))
+    parser.add_argument(
+        '--backbones',
+        nargs='+',
+        default=list(BACKBONES),
+        choices=list(BACKBONES))
     parser.add_argument('--epochs', type=int, default=8)
     parser.add_argument('--work-dir', default='work_dirs/compare_backbones')
     parser.add_argument('--data-root', default='data/toy_coco_compare/')

@@ -1,6 +1,7 @@
 """``mmparcnet-complexity``: parameters and MACs beside the paper's numbers.
 
-- every arch as the published classifier at 224x224 (paper Table 1);
+- every arch as the published classifier at 224x224 (paper Table 1, as
+  counted on the reference implementation);
 - each detection config at 1280x800 and each UperNet config at 2048x512 (the
   toolboxes' conventions; paper Table 5 gives UperNet-T 55M / 932G and
   UperNet-S 69M / 1005G).
@@ -19,24 +20,26 @@ from typing import List, Optional
 
 import torch
 
-from mmparcnet.analysis import (ClassifierForCounting, count_macs,
+from mmparcnet.analysis import (PAPER_UPERNET, REFERENCE_CLASSIFIERS,
+                                ClassifierForCounting, count_macs,
                                 count_parameters)
-
-PAPER_CLASSIFIERS = {'xt': (7.4, 1.6), 'tiny': (25., 4.3),
-                     'small': (39., 7.8), 'base': (56., 12.5)}
-PAPER_UPERNET = {'tiny': (55., 932.), 'small': (69., 1005.)}
+from mmparcnet.resources import configs_root
 
 
 def classifier_rows(modes: List[str]) -> List[dict]:
     rows = []
-    for arch, (paper_params, paper_macs) in PAPER_CLASSIFIERS.items():
+    for arch, (paper_params, paper_macs) in REFERENCE_CLASSIFIERS.items():
         for mode in modes:
             model = ClassifierForCounting(arch, kernel_mode=mode)
-            rows.append(dict(
-                model=f'classifier {arch}', input='224x224', mode=mode,
-                params_m=count_parameters(model) / 1e6,
-                macs_g=count_macs(model, (1, 3, 224, 224)) / 1e9,
-                paper_params_m=paper_params, paper_macs_g=paper_macs))
+            rows.append(
+                dict(
+                    model=f'classifier {arch}',
+                    input='224x224',
+                    mode=mode,
+                    params_m=count_parameters(model) / 1e6,
+                    macs_g=count_macs(model, (1, 3, 224, 224)) / 1e9,
+                    paper_params_m=paper_params,
+                    paper_macs_g=paper_macs))
     return rows
 
 
@@ -52,10 +55,53 @@ class _TensorForward(torch.nn.Module):
         return self.model(inputs, self.data_samples, mode='tensor')
 
 
+class _ClassifierForward(torch.nn.Module):
+    """An MMPretrain classifier's tensor-mode forward."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs):
+        return self.model(inputs, mode='tensor')
+
+
+def classification_row(path: str) -> dict:
+    """A classification config as MMPretrain builds it, at its pretraining
+    size (224 for the ImageNet configs)."""
+    from mmengine.config import Config
+    from mmpretrain.registry import MODELS
+    from mmpretrain.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    cfg = Config.fromfile(path)
+    cfg.model.backbone.init_cfg = None
+    cfg.model.backbone.oversized_conv_impl = 'direct'
+    size = cfg.model.backbone.get('pretrain_size', 224)
+    model = MODELS.build(cfg.model).eval()
+    arch = cfg.model.backbone.arch
+    paper = REFERENCE_CLASSIFIERS.get(arch) if isinstance(arch, str) else None
+    return dict(
+        model=osp.basename(path)[:-3],
+        input=f'{size}x{size}',
+        mode='-',
+        params_m=count_parameters(model) / 1e6,
+        macs_g=count_macs(_ClassifierForward(model), (1, 3, size, size)) / 1e9,
+        paper_params_m=paper[0] if paper else None,
+        paper_macs_g=paper[1] if paper else None)
+
+
+def config_row(path: str, mode: str = 'interpolate') -> dict:
+    """Parameters and MACs of any config of this repository: detectors at
+    1280x800, UperNet at 2048x512, classifiers at their pretraining size
+    (where both kernel modes are the same computation)."""
+    if osp.basename(osp.dirname(path)) == 'classification':
+        return classification_row(path)
+    return dense_row(path, mode)
+
+
 def dense_row(path: str, mode: str) -> dict:
     import importlib
 
-    from mmengine.analysis import FlopAnalyzer
     from mmengine.config import Config
     family = osp.basename(osp.dirname(path))
     toolbox = 'mmdet' if family == 'detection' else 'mmseg'
@@ -69,29 +115,35 @@ def dense_row(path: str, mode: str) -> dict:
     if family == 'detection':
         from mmdet.structures import DetDataSample
         height, width = 800, 1280
-        sample = DetDataSample(metainfo=dict(
-            img_shape=(height, width), ori_shape=(height, width),
-            pad_shape=(height, width), batch_input_shape=(height, width),
-            scale_factor=(1., 1.)))
+        sample = DetDataSample(
+            metainfo=dict(
+                img_shape=(height, width),
+                ori_shape=(height, width),
+                pad_shape=(height, width),
+                batch_input_shape=(height, width),
+                scale_factor=(1., 1.)))
     else:
         from mmseg.structures import SegDataSample
         height, width = 512, 2048
-        sample = SegDataSample(metainfo=dict(
-            img_shape=(height, width), ori_shape=(height, width),
-            pad_shape=(height, width), batch_input_shape=(height, width)))
+        sample = SegDataSample(
+            metainfo=dict(
+                img_shape=(height, width),
+                ori_shape=(height, width),
+                pad_shape=(height, width),
+                batch_input_shape=(height, width)))
         cfg.model.pop('pretrained', None)
     model = registry.build(cfg.model).eval()
     arch = cfg.model.backbone.arch
     paper = PAPER_UPERNET.get(arch) if family == 'segmentation' else None
     wrapped = _TensorForward(model, [sample])
     with torch.no_grad():
-        analyzer = FlopAnalyzer(wrapped, torch.zeros(1, 3, height, width))
-        analyzer.unsupported_ops_warnings(False)
-        analyzer.uncalled_modules_warnings(False)
-        macs = analyzer.total() / 1e9
+        macs = count_macs(wrapped, (1, 3, height, width)) / 1e9
     return dict(
-        model=osp.basename(path)[:-3], input=f'{width}x{height}', mode=mode,
-        params_m=count_parameters(model) / 1e6, macs_g=macs,
+        model=osp.basename(path)[:-3],
+        input=f'{width}x{height}',
+        mode=mode,
+        params_m=count_parameters(model) / 1e6,
+        macs_g=macs,
         paper_params_m=paper[0] if paper else None,
         paper_macs_g=paper[1] if paper else None)
 
@@ -121,13 +173,19 @@ def print_rows(rows: List[dict]) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog='mmparcnet-complexity', description=__doc__.split('\n\n')[0])
-    parser.add_argument('--kernel-mode', nargs='+',
-                        default=['interpolate', 'fixed'],
-                        choices=['interpolate', 'fixed'])
-    parser.add_argument('--configs', nargs='*', default=None,
-                        help='dense configs to count (default: every '
-                        'detection and segmentation config in configs/)')
+    parser.add_argument(
+        '--kernel-mode',
+        nargs='+',
+        default=['interpolate', 'fixed'],
+        choices=['interpolate', 'fixed'])
+    parser.add_argument(
+        '--configs',
+        nargs='*',
+        default=None,
+        help='configs to count, any family (default: every '
+        'detection and segmentation config in configs/)')
     parser.add_argument('--skip-classifiers', action='store_true')
+    parser.add_argument('--json', help='also write the rows to this file')
     return parser.parse_args(argv)
 
 
@@ -137,17 +195,23 @@ def main(argv=None) -> int:
     rows = [] if args.skip_classifiers else classifier_rows(args.kernel_mode)
     configs = args.configs
     if configs is None:
-        root = osp.join(osp.dirname(osp.dirname(osp.dirname(
-            osp.abspath(__file__)))), 'configs')
+        root = configs_root()
         configs = sorted(
             glob.glob(osp.join(root, 'detection', '*parcnetv2-[tsb]_*.py')) +
             glob.glob(osp.join(root, 'segmentation', '*.py')))
     for path in configs:
         for mode in args.kernel_mode:
-            rows.append(dense_row(path, mode))
-            print(f'  counted {osp.basename(path)} ({mode})',
-                  file=sys.stderr, flush=True)
+            rows.append(config_row(path, mode))
+            print(
+                f'  counted {osp.basename(path)} ({mode})',
+                file=sys.stderr,
+                flush=True)
     print_rows(rows)
+    if args.json:
+        import json
+        with open(args.json, 'w') as handle:
+            json.dump(
+                dict(torch=torch.__version__, rows=rows), handle, indent=1)
     return 0
 
 

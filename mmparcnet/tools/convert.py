@@ -31,14 +31,17 @@ def parse_args(argv=None):
     parser.add_argument(
         '--ema', action='store_true', help='convert state_dict_ema')
     parser.add_argument(
-        '--prefix', default=None,
+        '--prefix',
+        default=None,
         help='take only keys under this prefix of src (e.g. backbone.)')
     parser.add_argument(
-        '--resave', action='store_true',
+        '--resave',
+        action='store_true',
         help='write src again unchanged, so that it loads with '
         'weights_only=True (for mmengine checkpoints)')
     parser.add_argument(
-        '--trust-source', action='store_true',
+        '--trust-source',
+        action='store_true',
         help='with --resave: allow reading src with weights_only=False '
         '(this runs code in src; only for files you trust)')
     return parser.parse_args(argv)

@@ -43,9 +43,11 @@ def build(name: str, arch: str, stage: int, checkpoint: Optional[str]):
     # layer scale 1.0 as in the detection configs: with the default 1e-6 a
     # randomly initialised ConvNeXt's blocks are near-identity, and its ERF
     # would only show the downsampling layers
-    model = ConvNeXt(arch if arch in ('tiny', 'small', 'base') else 'tiny',
-                     out_indices=(stage, ), gap_before_final_norm=False,
-                     layer_scale_init_value=1.0)
+    model = ConvNeXt(
+        arch if arch in ('tiny', 'small', 'base') else 'tiny',
+        out_indices=(stage, ),
+        gap_before_final_norm=False,
+        layer_scale_init_value=1.0)
     model.init_weights()
     return model
 
@@ -112,18 +114,24 @@ def draw(maps: Dict[str, np.ndarray], out: str, panel: int) -> None:
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog='mmparcnet-erf', description=__doc__.split('\n\n')[0])
-    parser.add_argument('--models', nargs='+', choices=MODELS,
-                        default=['parcnetv2-interpolate', 'parcnetv2-fixed'])
+    parser.add_argument(
+        '--models',
+        nargs='+',
+        choices=MODELS,
+        default=['parcnetv2-interpolate', 'parcnetv2-fixed'])
     parser.add_argument('--arch', default='tiny')
     parser.add_argument('--stage', type=int, default=3)
-    parser.add_argument('--size', type=int, default=512,
-                        help='input height and width')
-    parser.add_argument('--images', type=int, default=4,
-                        help='random images to average over')
-    parser.add_argument('--checkpoint', default=None,
-                        help='weights for the ParCNetV2 models')
-    parser.add_argument('--panel-size', type=int, default=320,
-                        help='side of each heat map in the PNG, in pixels')
+    parser.add_argument(
+        '--size', type=int, default=512, help='input height and width')
+    parser.add_argument(
+        '--images', type=int, default=4, help='random images to average over')
+    parser.add_argument(
+        '--checkpoint', default=None, help='weights for the ParCNetV2 models')
+    parser.add_argument(
+        '--panel-size',
+        type=int,
+        default=320,
+        help='side of each heat map in the PNG, in pixels')
     parser.add_argument('--out', default='erf.png')
     return parser.parse_args(argv)
 

@@ -6,8 +6,10 @@ A thin front to the toolboxes' own inferencers (MMDetection's
 so boxes, masks, segmentation maps and class labels are drawn exactly as the
 toolboxes draw them. Example::
 
-    mmparcnet-infer configs/detection/mask-rcnn_parcnetv2-nano_fpn_toy-coco.py \\
-        work_dirs/demo/epoch_12.pth data/toy_coco/val2017/000000.jpg \\
+    mmparcnet-infer \\
+        configs/detection/mask-rcnn_parcnetv2-nano_fpn_toy-coco.py \\
+        work_dirs/demo/detector/epoch_16.pth \\
+        data/toy_coco/val2017/000000.jpg \\
         --out-dir work_dirs/demo/infer
 """
 import argparse
@@ -25,23 +27,28 @@ def build_inferencer(config: str, checkpoint: str, device: str):
     scope = Config.fromfile(config).get('default_scope', 'mmdet')
     if scope == 'mmdet':
         from mmdet.apis import DetInferencer
-        return DetInferencer(model=config, weights=checkpoint, device=device,
-                             show_progress=False)
+        return DetInferencer(
+            model=config,
+            weights=checkpoint,
+            device=device,
+            show_progress=False)
     if scope == 'mmseg':
         from mmseg.apis import MMSegInferencer
-        return MMSegInferencer(model=config, weights=checkpoint,
-                               device=device)
+        return MMSegInferencer(model=config, weights=checkpoint, device=device)
     if scope == 'mmpretrain':
         from mmpretrain.apis import ImageClassificationInferencer
-        return ImageClassificationInferencer(model=config,
-                                             pretrained=checkpoint,
-                                             device=device)
+        return ImageClassificationInferencer(
+            model=config, pretrained=checkpoint, device=device)
     raise SystemExit(f'config scope {scope!r} is not one of mmdet, mmseg, '
                      f'mmpretrain')
 
 
-def infer(config: str, checkpoint: str, images: List[str], out_dir: str,
-          device: str = 'cpu', score_thr: float = 0.3) -> List[str]:
+def infer(config: str,
+          checkpoint: str,
+          images: List[str],
+          out_dir: str,
+          device: str = 'cpu',
+          score_thr: float = 0.3) -> List[str]:
     """Write one picture per image into ``out_dir``; returns their paths."""
     inferencer = build_inferencer(config, checkpoint, device)
     os.makedirs(out_dir, exist_ok=True)
@@ -59,8 +66,8 @@ def infer(config: str, checkpoint: str, images: List[str], out_dir: str,
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog='mmparcnet-infer',
-                                     description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(
+        prog='mmparcnet-infer', description=__doc__.split('\n\n')[0])
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('images', nargs='+')

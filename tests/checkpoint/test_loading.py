@@ -20,15 +20,16 @@ def features(model, x):
 
 
 def assert_features(model, reference, key='feats_interpolated_kernel'):
-    for feat, expected in zip(features(model, reference['x']),
-                              reference[key]):
+    for feat, expected in zip(features(model, reference['x']), reference[key]):
         torch.testing.assert_close(feat, expected, atol=ATOL, rtol=0)
 
 
 def test_published_classifier_via_init_cfg(reference, reference_arch,
                                            published_checkpoint):
     model = ParCNetV2(
-        reference_arch, pretrain_size=64, out_indices=(3, ),
+        reference_arch,
+        pretrain_size=64,
+        out_indices=(3, ),
         gap_before_final_norm=True,
         init_cfg=dict(type='Pretrained', checkpoint=published_checkpoint))
     model.init_weights()
@@ -37,14 +38,15 @@ def test_published_classifier_via_init_cfg(reference, reference_arch,
     logits = torch.nn.functional.linear(
         features(model, reference['x_pretrain_size'])[0], state['head.weight'],
         state['head.bias'])
-    torch.testing.assert_close(logits, reference['logits_pretrain_size'],
-                               atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        logits, reference['logits_pretrain_size'], atol=ATOL, rtol=0)
 
 
 def test_published_classifier_into_dense_backbone_reports_by_name(
         reference, reference_arch, published_checkpoint, mmengine_log):
-    model = dense_model(reference_arch, init_cfg=dict(
-        type='Pretrained', checkpoint=published_checkpoint))
+    model = dense_model(
+        reference_arch,
+        init_cfg=dict(type='Pretrained', checkpoint=published_checkpoint))
     model.init_weights()
     text = mmengine_log.text
     assert 'classification layout' in text
@@ -60,17 +62,20 @@ def test_published_classifier_into_dense_backbone_reports_by_name(
     reference_model.load_state_dict(reference['official_det_state_dict'])
     for i in range(4):
         getattr(reference_model, f'norm{i}').weight.data.fill_(1.)
-    for a, b in zip(features(model, reference['x']),
-                    features(reference_model, reference['x'])):
+    for a, b in zip(
+            features(model, reference['x']),
+            features(reference_model, reference['x'])):
         torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
 
 
-def test_timm_wrappers_and_module_prefix(reference, reference_arch,
-                                         tmp_path):
+def test_timm_wrappers_and_module_prefix(reference, reference_arch, tmp_path):
     state = reference['official_det_state_dict']
     wrapped = {
         'epoch': 3,
-        'model': {'module.' + k: v for k, v in state.items()},
+        'model': {
+            'module.' + k: v
+            for k, v in state.items()
+        },
     }
     path = tmp_path / 'wrapped.pth'
     torch.save(wrapped, path)
@@ -95,23 +100,29 @@ def test_ema_weights_on_request(reference, reference_arch, tmp_path):
 def test_openmmlab_checkpoint_with_and_without_prefix(reference,
                                                       reference_arch,
                                                       tmp_path):
-    state = {'backbone.' + k: v
-             for k, v in reference['official_det_state_dict'].items()}
+    state = {
+        'backbone.' + k: v
+        for k, v in reference['official_det_state_dict'].items()
+    }
     state['neck.lateral.weight'] = torch.zeros(3)
     path = tmp_path / 'detector.pth'
     torch.save({'meta': {'epoch': 1}, 'state_dict': state}, path)
     for prefix in (None, 'backbone.'):
-        model = dense_model(reference_arch, init_cfg=dict(
-            type='Pretrained', checkpoint=str(path), prefix=prefix))
+        model = dense_model(
+            reference_arch,
+            init_cfg=dict(
+                type='Pretrained', checkpoint=str(path), prefix=prefix))
         model.init_weights()
         assert_features(model, reference)
     with pytest.raises(CheckpointError, match="prefix 'encoder.'"):
-        load_pretrained(dense_model(reference_arch), str(path),
-                        prefix='encoder.')
+        load_pretrained(
+            dense_model(reference_arch), str(path), prefix='encoder.')
 
 
-def test_kernels_trained_at_another_length_are_resized(
-        reference, reference_arch, published_checkpoint, mmengine_log):
+def test_kernels_trained_at_another_length_are_resized(reference,
+                                                       reference_arch,
+                                                       published_checkpoint,
+                                                       mmengine_log):
     # a model stored for 224 loads the kernels stored for 64: interpolating
     # them once at load time gives what interpolating the 64-kernels gives
     model = ParCNetV2(reference_arch, pretrain_size=224).eval()
@@ -123,22 +134,22 @@ def test_kernels_trained_at_another_length_are_resized(
     stored = reference['official_cls_checkpoint']['state_dict'][
         'stages.0.0.token_mixer.dwconv1.conv_h.weight']
     # align_corners: taps 0, 55, 110 of 111 sit exactly on taps 0, 15, 30
-    torch.testing.assert_close(kernel[:, :, [0, 55, 110]],
-                               stored[:, :, [0, 15, 30]])
+    torch.testing.assert_close(kernel[:, :, [0, 55, 110]], stored[:, :,
+                                                                  [0, 15, 30]])
 
 
 def test_checkpoint_of_another_arch_names_the_first_mismatch(
         published_checkpoint):
-    model = ParCNetV2(dict(depths=[1, 1, 2, 1], dims=[16, 32, 64, 64]),
-                      pretrain_size=64)
-    with pytest.raises(CheckpointError,
-                       match=r'downsample_layers\.2\.conv\.weight'):
+    model = ParCNetV2(
+        dict(depths=[1, 1, 2, 1], dims=[16, 32, 64, 64]), pretrain_size=64)
+    with pytest.raises(
+            CheckpointError, match=r'downsample_layers\.2\.conv\.weight'):
         load_pretrained(model, published_checkpoint)
 
 
 def test_missing_truncated_and_foreign_files(published_checkpoint, tmp_path):
-    model = ParCNetV2(dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64]),
-                      pretrain_size=64)
+    model = ParCNetV2(
+        dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64]), pretrain_size=64)
     with pytest.raises(FileNotFoundError, match='nowhere.pth'):
         load_pretrained(model, str(tmp_path / 'nowhere.pth'))
     data = open(published_checkpoint, 'rb').read()
@@ -163,13 +174,19 @@ def test_missing_truncated_and_foreign_files(published_checkpoint, tmp_path):
 
 
 def test_a_checkpoint_never_runs_code(tmp_path):
+
     class Exploit:
+
         def __reduce__(self):
             return (os.system, ('touch ' + str(tmp_path / 'pwned'), ))
 
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {'x': torch.zeros(1)}, 'payload': Exploit()},
-               path)
+    torch.save({
+        'state_dict': {
+            'x': torch.zeros(1)
+        },
+        'payload': Exploit()
+    }, path)
     model = ParCNetV2(dict(depths=[1], dims=[8]), out_indices=(0, ))
     with pytest.raises(CheckpointError, match='refused'):
         load_pretrained(model, str(path))
@@ -197,8 +214,8 @@ class _Detector(torch.nn.Module):
         self.neck = torch.nn.Conv2d(64, 4, 1)
 
 
-@pytest.mark.parametrize(
-    'path', ['init_cfg', 'load_checkpoint', 'load_state_dict'])
+@pytest.mark.parametrize('path',
+                         ['init_cfg', 'load_checkpoint', 'load_state_dict'])
 def test_every_load_path_resizes_kernels(reference_arch, tmp_path,
                                          mmengine_log, path):
     # a detector whose backbone stores kernels for 64 (31, 15, 7, 3 taps)
@@ -212,9 +229,10 @@ def test_every_load_path_resizes_kernels(reference_arch, tmp_path,
     torch.save({'state_dict': source.state_dict()}, file)
     target = _Detector(reference_arch, 96)
     if path == 'init_cfg':
-        target.backbone = ParCNetV2(reference_arch, pretrain_size=96,
-                                    init_cfg=dict(type='Pretrained',
-                                                  checkpoint=str(file)))
+        target.backbone = ParCNetV2(
+            reference_arch,
+            pretrain_size=96,
+            init_cfg=dict(type='Pretrained', checkpoint=str(file)))
         target.backbone.init_weights()
     elif path == 'load_checkpoint':
         from mmengine.runner import load_checkpoint
@@ -232,10 +250,8 @@ def test_every_load_path_resizes_kernels(reference_arch, tmp_path,
             stored.conv_h.weight[:, 0, :, 0].t(), length).t()
         expected_w = _interpolated_by_hand(
             stored.conv_w.weight[:, 0, 0, :].t(), length).t()
-        torch.testing.assert_close(mixer.conv_h.weight[:, 0, :, 0],
-                                   expected_h)
-        torch.testing.assert_close(mixer.conv_w.weight[:, 0, 0, :],
-                                   expected_w)
+        torch.testing.assert_close(mixer.conv_h.weight[:, 0, :, 0], expected_h)
+        torch.testing.assert_close(mixer.conv_w.weight[:, 0, 0, :], expected_w)
     # everything else loaded as it is
     torch.testing.assert_close(target.backbone.stages[0][0].mlp.fc1.weight,
                                source.backbone.stages[0][0].mlp.fc1.weight)

@@ -19,15 +19,15 @@ class TinyClassifier(BaseModel):
     def __init__(self):
         super().__init__()
         self.backbone = ParCNetV2(
-            dict(depths=[1, 1], dims=[8, 16]), out_indices=(1, ),
+            dict(depths=[1, 1], dims=[8, 16]),
+            out_indices=(1, ),
             gap_before_final_norm=True)
         self.head = torch.nn.Linear(16, 2)
 
     def forward(self, inputs, labels, mode='tensor'):
         logits = self.head(self.backbone(inputs)[0])
         if mode == 'loss':
-            return dict(loss=torch.nn.functional.cross_entropy(
-                logits, labels))
+            return dict(loss=torch.nn.functional.cross_entropy(logits, labels))
         return logits
 
 
@@ -38,8 +38,9 @@ class RandomImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         generator = torch.Generator().manual_seed(index)
-        return dict(inputs=torch.randn(3, 32, 32, generator=generator),
-                    labels=torch.tensor(index % 2))
+        return dict(
+            inputs=torch.randn(3, 32, 32, generator=generator),
+            labels=torch.tensor(index % 2))
 
 
 def make_runner(work_dir, max_iters=4, **kwargs):
@@ -54,8 +55,7 @@ def make_runner(work_dir, max_iters=4, **kwargs):
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-3)),
         default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=2,
-                            by_epoch=False),
+            checkpoint=dict(type='CheckpointHook', interval=2, by_epoch=False),
             logger=dict(type='LoggerHook', interval=1)),
         randomness=dict(seed=0),
         default_scope='mmengine',
@@ -94,8 +94,7 @@ def test_runner_checkpoint_holds_no_getattr(runner_checkpoint):
     assert not any('getattr' in name for name in found), found
 
 
-def test_runner_checkpoint_loads_through_mmengine(runner_checkpoint,
-                                                  tmp_path):
+def test_runner_checkpoint_loads_through_mmengine(runner_checkpoint, tmp_path):
     path, trained = runner_checkpoint
     # mmengine's own loading path (what --resume, load_from and
     # tools/test.py use), with torch's default weights_only=True
@@ -106,8 +105,8 @@ def test_runner_checkpoint_loads_through_mmengine(runner_checkpoint,
     assert buffers['train/loss'].mean() == \
         trained.message_hub.get_scalar('train/loss').mean()
     # resume: a new runner picks up weights, optimizer and iteration
-    resumed = make_runner(tmp_path, max_iters=6, resume=True,
-                          load_from=str(path))
+    resumed = make_runner(
+        tmp_path, max_iters=6, resume=True, load_from=str(path))
     resumed.train()
     assert resumed.iter == 6
     # load_from + evaluation-style loading
@@ -131,15 +130,26 @@ def old_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / 'old_epoch_1.pth'
     with monkeypatch.context() as patch:
         patch.setattr(HistoryBuffer, '__getstate__', old_mmengine_getstate)
-        torch.save({'meta': {'epoch': 1},
-                    'message_hub': {'log_scalars': {'loss': buffer}},
-                    'state_dict': {'w': torch.ones(2)}}, path)
+        torch.save(
+            {
+                'meta': {
+                    'epoch': 1
+                },
+                'message_hub': {
+                    'log_scalars': {
+                        'loss': buffer
+                    }
+                },
+                'state_dict': {
+                    'w': torch.ones(2)
+                }
+            }, path)
     assert any('getattr' in name for name in globals_in(path))
     return path
 
 
-def test_old_checkpoint_is_refused_with_a_clear_message(old_checkpoint,
-                                                        monkeypatch):
+def test_old_checkpoint_is_refused_with_a_clear_message(
+        old_checkpoint, monkeypatch):
     monkeypatch.delenv(TRUST_ENV, raising=False)
     with pytest.raises(CheckpointError) as error:
         _load_checkpoint(str(old_checkpoint), map_location='cpu')
@@ -161,8 +171,13 @@ def test_trust_switch_loads_an_old_checkpoint(old_checkpoint, monkeypatch,
 def test_numpy_values_load_safely(tmp_path):
     import numpy as np
     path = tmp_path / 'numpy.pth'
-    torch.save({'a': np.arange(3.), 'b': np.float32(2.5), 'c': np.int64(3),
-                'd': np.array(['x', 'y'])}, path)
+    torch.save(
+        {
+            'a': np.arange(3.),
+            'b': np.float32(2.5),
+            'c': np.int64(3),
+            'd': np.array(['x', 'y'])
+        }, path)
     loaded = load_checkpoint_file(str(path))
     assert loaded['a'].tolist() == [0., 1., 2.] and loaded['b'] == 2.5
     assert loaded['d'].tolist() == ['x', 'y']
@@ -174,6 +189,7 @@ def test_numpy_values_load_safely(tmp_path):
 def test_restricted_unpickler_loads_what_weights_only_loads(
         runner_checkpoint, published_checkpoint, tmp_path):
     import numpy as np
+
     from mmparcnet.checkpoint.safe_io import load_restricted
     path, _ = runner_checkpoint
     checkpoint = load_restricted(str(path))
@@ -191,10 +207,14 @@ def test_restricted_unpickler_loads_what_weights_only_loads(
     assert published['args'] == reference['args']
     assert published['state_dict'].keys() == reference['state_dict'].keys()
     numpy_file = tmp_path / 'numpy.pth'
-    torch.save({'a': np.arange(3.), 'b': np.float32(2.5),
-                'p': torch.nn.Parameter(torch.ones(2)),
-                'dtype': torch.float16, 'size': torch.Size([2, 3])},
-               numpy_file)
+    torch.save(
+        {
+            'a': np.arange(3.),
+            'b': np.float32(2.5),
+            'p': torch.nn.Parameter(torch.ones(2)),
+            'dtype': torch.float16,
+            'size': torch.Size([2, 3])
+        }, numpy_file)
     loaded = load_restricted(str(numpy_file))
     assert loaded['a'].tolist() == [0., 1., 2.] and loaded['b'] == 2.5
     assert loaded['dtype'] is torch.float16 and loaded['size'] == (2, 3)
@@ -204,6 +224,7 @@ def test_restricted_unpickler_refuses_code(old_checkpoint, tmp_path,
                                            monkeypatch):
     import os
     import pickle
+
     from mmparcnet.checkpoint import safe_io
     marker = tmp_path / 'ran'
 
@@ -213,8 +234,7 @@ def test_restricted_unpickler_refuses_code(old_checkpoint, tmp_path,
             return (os.system, ('touch ' + str(marker), ))
 
     payload = tmp_path / 'payload.pth'
-    torch.save({'state_dict': {'x': torch.zeros(1)}, 'p': Exploit()},
-               payload)
+    torch.save({'state_dict': {'x': torch.zeros(1)}, 'p': Exploit()}, payload)
     for path in (payload, old_checkpoint):
         with pytest.raises(pickle.UnpicklingError, match='not an allowed'):
             safe_io.load_restricted(str(path))
@@ -233,6 +253,7 @@ def test_restricted_unpickler_never_changes_a_class():
     import argparse
     import io
     import pickle
+
     from mmparcnet.checkpoint.safe_io import _RestrictedUnpickler
     data = (b'\x80\x02cargparse\nNamespace\n}X\x05\x00\x00\x00pwnedK\x01sb.')
     with pytest.raises(pickle.UnpicklingError, match='BUILD'):

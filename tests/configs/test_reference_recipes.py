@@ -33,13 +33,22 @@ from mmengine.optim import build_optim_wrapper
 
 import mmparcnet  # noqa: F401  (registers the backbone and the constructor)
 
+pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg', 'mmpretrain')
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', '*', '*.py')))
-TOOLBOX = {'detection': 'mmdet', 'segmentation': 'mmseg',
-           'classification': 'mmpretrain'}
+TOOLBOX = {
+    'detection': 'mmdet',
+    'segmentation': 'mmseg',
+    'classification': 'mmpretrain'
+}
 # the published architectures, written out rather than read from the model
-DEPTHS = {'xt': [3, 3, 9, 2], 'tiny': [3, 3, 12, 3], 'small': [3, 9, 24, 3],
-          'base': [3, 9, 24, 3]}
+DEPTHS = {
+    'xt': [3, 3, 9, 2],
+    'tiny': [3, 3, 12, 3],
+    'small': [3, 9, 24, 3],
+    'base': [3, 9, 24, 3]
+}
 
 MASK_RCNN = 'mask-rcnn_parcnetv2-{}_fpn_amp-ms-crop-3x_coco.py'
 CASCADE = ('cascade-mask-rcnn_parcnetv2-{}_fpn_4conv1fc-giou_amp-ms-crop-3x_'
@@ -47,6 +56,7 @@ CASCADE = ('cascade-mask-rcnn_parcnetv2-{}_fpn_4conv1fc-giou_amp-ms-crop-3x_'
 UPERNET = 'upernet_parcnetv2-{}_8xb2-amp-160k_ade20k-512x512.py'
 CLASSIFIER = 'parcnetv2-{}_16xb128_in1k.py'
 TOY = 'mask-rcnn_parcnetv2-nano_fpn_toy-coco.py'
+TOY_CLASSIFIER = 'parcnetv2-nano_toy-shapes-64px.py'
 
 # (decay type, decay rate, num_layers, lr, weight decay)
 REFERENCE = {
@@ -68,18 +78,32 @@ OURS = {
 # are spared weight decay). Classification: MMPretrain's ConvNeXt recipe;
 # the toy detector: plain AdamW.
 UNIFORM = {
-    **{CLASSIFIER.format(a): (4e-3, 0.05, True)
-       for a in ('xt', 't', 's', 'b')},
+    **{
+        CLASSIFIER.format(a): (4e-3, 0.05, True)
+        for a in ('xt', 't', 's', 'b')
+    },
     TOY: (2e-3, 0.05, False),
+    # the demo's classifier: AdamW, one-dimensional parameters spared
+    TOY_CLASSIFIER: (2e-3, 0.05, True),
 }
 # learning rates quoted in issue 19, as literals: a check of the rules above
 SPOT_LRS = {
-    UPERNET.format('t'): {'backbone.downsample_layers.0.conv.weight': 4.78e-5,
-                          'backbone.norm0.weight': 1e-4},
-    CASCADE.format('s'): {'backbone.norm0.weight': 2e-4},
-    CASCADE.format('t'): {'backbone.norm3.weight': 2e-4},
-    MASK_RCNN.format('t'): {'backbone.norm1.weight': 1e-4},
-    UPERNET.format('b'): {'backbone.norm2.weight': 1e-4},
+    UPERNET.format('t'): {
+        'backbone.downsample_layers.0.conv.weight': 4.78e-5,
+        'backbone.norm0.weight': 1e-4
+    },
+    CASCADE.format('s'): {
+        'backbone.norm0.weight': 2e-4
+    },
+    CASCADE.format('t'): {
+        'backbone.norm3.weight': 2e-4
+    },
+    MASK_RCNN.format('t'): {
+        'backbone.norm1.weight': 1e-4
+    },
+    UPERNET.format('b'): {
+        'backbone.norm2.weight': 1e-4
+    },
 }
 
 
@@ -145,8 +169,10 @@ def actual_lr_and_wd(model, optim_wrapper):
         for param in group['params']:
             assert param not in found, 'a parameter in two groups'
             found[param] = (group['lr'], group['weight_decay'])
-    return {name: found[param] for name, param in model.named_parameters()
-            if param in found}
+    return {
+        name: found[param]
+        for name, param in model.named_parameters() if param in found
+    }
 
 
 def test_every_config_has_a_rule_here():

@@ -33,8 +33,8 @@ def layer(cls):
 
 
 def worker(rank, init_file, results):
-    dist.init_process_group('gloo', init_method=f'file://{init_file}',
-                            rank=rank, world_size=WORLD)
+    dist.init_process_group(
+        'gloo', init_method=f'file://{init_file}', rank=rank, world_size=WORLD)
     try:
         torch.set_num_threads(1)
         x, upstream = batch()
@@ -47,8 +47,10 @@ def worker(rank, init_file, results):
             output = norm(x)
         (output * upstream[start:start + ROWS[rank]]).sum().backward()
         results[rank] = dict(
-            output=output.detach(), grad=x.grad,
-            weight_grad=norm[0].weight.grad, bias_grad=norm[0].bias.grad,
+            output=output.detach(),
+            grad=x.grad,
+            weight_grad=norm[0].weight.grad,
+            bias_grad=norm[0].bias.grad,
             running_mean=norm[0].running_mean,
             running_var=norm[0].running_var)
     finally:
@@ -91,8 +93,8 @@ def test_gloo_sync_batchnorm_is_batchnorm_without_processes():
 
 
 def test_wrapper_drops_device_ids_for_a_cpu_model(tmp_path):
-    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/init',
-                            rank=0, world_size=1)
+    dist.init_process_group(
+        'gloo', init_method=f'file://{tmp_path}/init', rank=0, world_size=1)
     try:
         model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.SyncBatchNorm(4))
         wrapped = CPUAwareDistributedDataParallel(model, device_ids=[0])
@@ -106,8 +108,9 @@ def test_wrapper_drops_device_ids_for_a_cpu_model(tmp_path):
 def test_launcher_initialises_gloo_without_a_gpu(tmp_path, monkeypatch):
     if torch.cuda.is_available():
         pytest.skip('the CPU fallback is for hosts without a GPU')
-    import mmparcnet  # noqa: F401  (installs the fallback)
     from mmengine.dist import init_dist
+
+    import mmparcnet  # noqa: F401  (installs the fallback)
     monkeypatch.setenv('RANK', '0')
     monkeypatch.setenv('LOCAL_RANK', '0')
     monkeypatch.setenv('WORLD_SIZE', '1')

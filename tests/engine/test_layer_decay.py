@@ -20,8 +20,7 @@ def lr_of(optim_wrapper, model):
     for group in optim_wrapper.optimizer.param_groups:
         for param in group['params']:
             lrs[param] = (group['lr'], group['weight_decay'])
-    return {name: lrs[p] for name, p in model.named_parameters()
-            if p in lrs}
+    return {name: lrs[p] for name, p in model.named_parameters() if p in lrs}
 
 
 def build(model, decay_type, decay_rate, num_layers=None, lr=1e-4):
@@ -134,22 +133,27 @@ def test_clear_errors():
         build(NoDepth(), 'layer_wise', 0.9)
 
 
+@pytest.mark.requires('mmpretrain')
 def test_mmpretrain_constructor_leaves_final_norm_and_head_undecayed():
     # fine-tuning a classifier with MMPretrain's own constructor: the final
     # norm gets the head's full lr, as MMPretrain's ConvNeXt gives it
-    pytest.importorskip('mmpretrain')
+    from mmengine.registry import DefaultScope
     from mmpretrain.models import ImageClassifier
     from mmpretrain.utils import register_all_modules
-    from mmengine.registry import DefaultScope
     register_all_modules(init_default_scope=False)
     # whatever scope earlier tests left: the classifier's parts are
     # MMPretrain's
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = ImageClassifier(
-            backbone=dict(type='ParCNetV2', arch='tiny', out_indices=(3, ),
-                          gap_before_final_norm=True),
-            head=dict(type='mmpretrain.LinearClsHead', num_classes=10,
-                      in_channels=512))
+            backbone=dict(
+                type='ParCNetV2',
+                arch='tiny',
+                out_indices=(3, ),
+                gap_before_final_norm=True),
+            head=dict(
+                type='mmpretrain.LinearClsHead',
+                num_classes=10,
+                in_channels=512))
     optim_wrapper = build_optim_wrapper(
         model,
         dict(

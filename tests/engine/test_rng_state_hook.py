@@ -17,8 +17,10 @@ class Classifier(BaseModel):
     def __init__(self):
         super().__init__()
         self.backbone = ParCNetV2(
-            dict(depths=[2, 2], dims=[8, 16]), out_indices=(1, ),
-            gap_before_final_norm=True, drop_path_rate=0.5)
+            dict(depths=[2, 2], dims=[8, 16]),
+            out_indices=(1, ),
+            gap_before_final_norm=True,
+            drop_path_rate=0.5)
         self.head = torch.nn.Linear(16, 2)
 
     def forward(self, inputs, labels, mode='tensor'):
@@ -35,8 +37,8 @@ class Augmented(torch.utils.data.Dataset):
 
     def __getitem__(self, index):
         import random
-        image = torch.from_numpy(
-            np.random.rand(3, 24, 24).astype(np.float32)) + index
+        image = torch.from_numpy(np.random.rand(3, 24, 24).astype(
+            np.float32)) + index
         if random.random() < 0.5:
             image = image.flip(-1)
         return dict(inputs=image, labels=torch.tensor(index % 2))
@@ -56,15 +58,22 @@ def make_runner(work_dir, by_epoch, stop, resume=False, hook=True):
         model=Classifier(),
         work_dir=str(work_dir),
         train_dataloader=dict(
-            dataset=Augmented(), sampler=sampler, batch_size=2,
-            num_workers=0, collate_fn=dict(type='default_collate')),
+            dataset=Augmented(),
+            sampler=sampler,
+            batch_size=2,
+            num_workers=0,
+            collate_fn=dict(type='default_collate')),
         train_cfg=loop,
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
         # explicit ends: the schedule does not depend on where a run stops
-        param_scheduler=dict(type='LinearLR', start_factor=0.1, begin=0,
-                             end=TOTAL * 4, by_epoch=False),
-        default_hooks=dict(checkpoint=checkpoint,
-                           logger=dict(type='LoggerHook', interval=1)),
+        param_scheduler=dict(
+            type='LinearLR',
+            start_factor=0.1,
+            begin=0,
+            end=TOTAL * 4,
+            by_epoch=False),
+        default_hooks=dict(
+            checkpoint=checkpoint, logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[dict(type='RNGStateHook')] if hook else [],
         randomness=dict(seed=0, deterministic=True),
         resume=resume,
@@ -75,8 +84,8 @@ def train_stop_resume(tmp_path, by_epoch, hook):
     full = make_runner(tmp_path / 'full', by_epoch, TOTAL, hook=hook)
     full.train()
     make_runner(tmp_path / 'part', by_epoch, STOP, hook=hook).train()
-    resumed = make_runner(tmp_path / 'part', by_epoch, TOTAL, resume=True,
-                          hook=hook)
+    resumed = make_runner(
+        tmp_path / 'part', by_epoch, TOTAL, resume=True, hook=hook)
     resumed.train()
     return full, resumed
 
@@ -86,8 +95,8 @@ def same_state(a, b):
     return all(torch.equal(state_a[k], state_b[k]) for k in state_a)
 
 
-@pytest.mark.parametrize('by_epoch', [True, False],
-                         ids=['epoch_based', 'iter_based'])
+@pytest.mark.parametrize(
+    'by_epoch', [True, False], ids=['epoch_based', 'iter_based'])
 def test_resumed_run_ends_like_an_uninterrupted_one(tmp_path, by_epoch):
     full, resumed = train_stop_resume(tmp_path, by_epoch, hook=True)
     assert resumed.iter == full.iter == TOTAL * 4

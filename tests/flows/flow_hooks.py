@@ -23,7 +23,10 @@ class PreemptHook(Hook):
         if self.epoch is not None and runner.epoch + 1 == self.epoch:
             os._exit(17)
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         if self.iteration is not None and runner.iter + 1 == self.iteration:
             os._exit(17)
@@ -39,10 +42,13 @@ class SaveRankStateHook(Hook):
                                                'module') else runner.model
         state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         torch.save(
-            dict(state=state, wrapper=type(runner.model).__name__,
-                 norms=sorted({type(m).__name__ for m in model.modules()
-                               if 'Norm' in type(m).__name__})),
-            osp.join(runner.work_dir, f'rank{runner.rank}.pth'))
+            dict(
+                state=state,
+                wrapper=type(runner.model).__name__,
+                norms=sorted({
+                    type(m).__name__
+                    for m in model.modules() if 'Norm' in type(m).__name__
+                })), osp.join(runner.work_dir, f'rank{runner.rank}.pth'))
 
 
 @HOOKS.register_module()
@@ -56,11 +62,16 @@ class RecordTrainingHook(Hook):
     def before_train(self, runner):
         model = runner.model.module if hasattr(runner.model,
                                                'module') else runner.model
-        self.start = {k: v.detach().clone()
-                      for k, v in model.backbone.state_dict().items()}
+        self.start = {
+            k: v.detach().clone()
+            for k, v in model.backbone.state_dict().items()
+        }
         self.losses, self.grad_norms = [], []
 
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
+    def after_train_iter(self,
+                         runner,
+                         batch_idx,
+                         data_batch=None,
                          outputs=None):
         self.losses.append(float(outputs['loss']))
         hub = runner.message_hub
@@ -73,9 +84,14 @@ class RecordTrainingHook(Hook):
         model = runner.model.module if hasattr(runner.model,
                                                'module') else runner.model
         end = model.backbone.state_dict()
-        moved = {k: float((end[k].float() - v.float()).abs().max())
-                 for k, v in self.start.items() if v.is_floating_point()}
+        moved = {
+            k: float((end[k].float() - v.float()).abs().max())
+            for k, v in self.start.items() if v.is_floating_point()
+        }
         with open(osp.join(runner.work_dir, 'training_record.json'),
                   'w') as file:
-            json.dump(dict(losses=self.losses, grad_norms=self.grad_norms,
-                           moved=moved), file)
+            json.dump(
+                dict(
+                    losses=self.losses,
+                    grad_norms=self.grad_norms,
+                    moved=moved), file)

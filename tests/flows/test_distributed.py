@@ -14,8 +14,9 @@ import torch
 
 from mmparcnet.checkpoint.safe_io import load_checkpoint_file
 from mmparcnet.datasets import make_ade20k, make_coco
-
 from . import toy_configs
+
+pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg')
 
 HERE = osp.dirname(osp.abspath(__file__))  # flow_hooks.py, for the jobs
 
@@ -39,16 +40,17 @@ default_hooks = dict(checkpoint=dict(interval=3))
 
 def train_script(toolbox):
     module = __import__(toolbox)
-    return osp.join(osp.dirname(module.__file__), '.mim', 'tools',
-                    'train.py')
+    return osp.join(osp.dirname(module.__file__), '.mim', 'tools', 'train.py')
 
 
 def run(command, cwd):
-    env = dict(os.environ, PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1',
-               PYTHONPATH=HERE + os.pathsep +
-               os.environ.get('PYTHONPATH', ''))
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True,
-                            text=True, timeout=900)
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED='1',
+        OMP_NUM_THREADS='1',
+        PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    result = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     return output
@@ -73,9 +75,11 @@ def test_two_cpu_processes_train_to_identical_weights(workspace, job):
     config.write_text(text)
     work_dir = workspace / 'work_dirs' / job
     log = run([
-        osp.join(PYTHON_BIN, 'torchrun'), '--standalone',
-        '--nproc_per_node', '2', train_script(toolbox), str(config),
-        '--launcher', 'pytorch', '--work-dir', str(work_dir)
+        osp.join(PYTHON_BIN, 'torchrun'), '--standalone', '--nproc_per_node',
+        '2',
+        train_script(toolbox),
+        str(config), '--launcher', 'pytorch', '--work-dir',
+        str(work_dir)
     ], workspace)
     assert 'gloo instead of nccl' in log
     assert 'Distributed training: True' in log
@@ -100,8 +104,12 @@ def test_one_process_falls_back_to_batchnorm(workspace):
     config = workspace / 'cascade_single.py'
     config.write_text(toy_configs.CASCADE + DISTRIBUTED)
     work_dir = workspace / 'work_dirs' / 'cascade_single'
-    run([osp.join(PYTHON_BIN, 'python'), train_script('mmdet'), str(config),
-         '--work-dir', str(work_dir)], workspace)
+    run([
+        osp.join(PYTHON_BIN, 'python'),
+        train_script('mmdet'),
+        str(config), '--work-dir',
+        str(work_dir)
+    ], workspace)
     state = rank_state(work_dir, 0)
     assert 'SyncBatchNorm' not in state['norms']
     assert 'GlooSyncBatchNorm' not in state['norms']

@@ -22,18 +22,22 @@ import pytest
 from mmparcnet.datasets import make_coco
 from mmparcnet.tools.compare_backbones import train_one
 
+pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet')
+
 LOSS_CLS_BOUND = 0.40
 
 
 def test_parcnetv2_detector_learns_to_classify_from_scratch(tmp_path):
     data_root = str(tmp_path / 'toy_coco') + '/'
     make_coco(data_root, num_train=96, num_val=24)
-    result = train_one('parcnetv2', str(tmp_path / 'work'), data_root,
-                       epochs=4)
+    result = train_one(
+        'parcnetv2', str(tmp_path / 'work'), data_root, epochs=4)
     with open(tmp_path / 'work' / 'parcnetv2.log') as file:
         log = file.read()
-    epoch4 = [float(v) for v in re.findall(
-        r'Epoch\(train\) +\[4\]\[\d+/\d+\].*?\bloss_cls: ([0-9.]+)', log)]
+    epoch4 = [
+        float(v) for v in re.findall(
+            r'Epoch\(train\) +\[4\]\[\d+/\d+\].*?\bloss_cls: ([0-9.]+)', log)
+    ]
     assert len(epoch4) == 2, log[-3000:]
     mean = sum(epoch4) / len(epoch4)
     assert mean < LOSS_CLS_BOUND, (

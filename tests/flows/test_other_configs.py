@@ -22,6 +22,8 @@ import pytest
 
 from mmparcnet.datasets import make_ade20k, make_coco, make_imagenet
 
+pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg', 'mmpretrain')
+
 HERE = osp.dirname(osp.abspath(__file__))  # flow_hooks.py, for the jobs
 MIM = osp.join(osp.dirname(sys.executable), 'mim')
 ARCH = 'dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64])'
@@ -59,8 +61,8 @@ val_cfg = None
 """
 
 CONFIGS = {
-    'retinanet': ('mmdet', 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py',
-                  (1, 2, 3), """
+    'retinanet':
+    ('mmdet', 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', (1, 2, 3), """
 FIT_MODEL = dict(neck=dict(in_channels=[32, 48, 64]),
                  bbox_head=dict(num_classes=3))
 """ + COCO.replace('WITH_MASK', 'False')),
@@ -106,8 +108,8 @@ test_dataloader = None
 test_cfg = None
 default_hooks = dict(checkpoint=dict(interval=100))
 """),
-    'classifier': ('mmpretrain', 'mmpretrain::resnet/resnet18_8xb32_in1k.py',
-                   (3, ), """
+    'classifier':
+    ('mmpretrain', 'mmpretrain::resnet/resnet18_8xb32_in1k.py', (3, ), """
 FIT_BACKBONE = dict(gap_before_final_norm=True)
 FIT_MODEL = dict(neck=None, head=dict(in_channels=64, num_classes=3,
                                      topk=(1, )))
@@ -135,8 +137,10 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('other_configs')
     make_coco(str(root / 'data' / 'toy_coco'), num_train=8, num_val=2)
     make_ade20k(str(root / 'data' / 'toy_ade'), num_train=8, num_val=2)
-    make_imagenet(str(root / 'data' / 'toy_imagenet'), per_class_train=4,
-                  per_class_val=1)
+    make_imagenet(
+        str(root / 'data' / 'toy_imagenet'),
+        per_class_train=4,
+        per_class_val=1)
     return root
 
 
@@ -153,11 +157,19 @@ def test_toolbox_base_config_trains_from_the_default_init(workspace, name):
     config.write_text(f'_base_ = {base!r}\nFIT_BACKBONE = dict()\n' + fit +
                       two_lines + instruments)
     work_dir = workspace / 'work_dirs' / name
-    env = dict(os.environ, PYTHONUNBUFFERED='1',
-               PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED='1',
+        PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
     result = subprocess.run(
-        [MIM, 'train', toolbox, str(config), '--work-dir', str(work_dir)],
-        cwd=workspace, capture_output=True, text=True, env=env, timeout=900)
+        [MIM, 'train', toolbox,
+         str(config), '--work-dir',
+         str(work_dir)],
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     with open(work_dir / 'training_record.json') as file:
@@ -171,6 +183,8 @@ def test_toolbox_base_config_trains_from_the_default_init(workspace, name):
     assert all(math.isfinite(v) and v < 1e3 for v in grad_norms), grad_norms
     moved = record['moved']
     stem = moved['downsample_layers.0.conv.weight']
-    last = [v for k, v in moved.items() if k.startswith('stages.') and
-            k.endswith('mlp.fc2.weight')][-1]
+    last = [
+        v for k, v in moved.items()
+        if k.startswith('stages.') and k.endswith('mlp.fc2.weight')
+    ][-1]
     assert stem > 0 and last > 0, moved

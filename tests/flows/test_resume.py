@@ -12,8 +12,9 @@ import torch
 
 from mmparcnet.checkpoint.safe_io import load_checkpoint_file
 from mmparcnet.datasets import make_ade20k, make_coco
-
 from . import toy_configs
+
+pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg')
 
 HERE = osp.dirname(osp.abspath(__file__))  # flow_hooks.py, for the jobs
 
@@ -41,11 +42,17 @@ default_hooks = dict(checkpoint=dict(interval=2))
 
 
 def mim_train(args, cwd, preempted=False):
-    env = dict(os.environ, PYTHONUNBUFFERED='1',
-               PYTHONPATH=HERE + os.pathsep +
-               os.environ.get('PYTHONPATH', ''))
-    result = subprocess.run([MIM, 'train'] + args, cwd=cwd, env=env,
-                            capture_output=True, text=True, timeout=900)
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED='1',
+        PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    result = subprocess.run(
+        [MIM, 'train'] + args,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900)
     output = result.stdout + result.stderr
     if preempted:  # mim reports the job's own exit status
         assert 'exit status 17' in output, output[-5000:]
@@ -74,22 +81,20 @@ def assert_same_tensors(a, b, where):
 
 
 @pytest.mark.parametrize('job', sorted(JOBS))
-def test_killed_and_resumed_job_ends_like_an_uninterrupted_one(
-        tmp_path, job):
+def test_killed_and_resumed_job_ends_like_an_uninterrupted_one(tmp_path, job):
     toolbox, text, stop, final = JOBS[job]
     if job == 'detection':
-        make_coco(str(tmp_path / 'data' / 'toy_coco'), num_train=6,
-                  num_val=2)
+        make_coco(str(tmp_path / 'data' / 'toy_coco'), num_train=6, num_val=2)
     else:
-        make_ade20k(str(tmp_path / 'data' / 'toy_ade'), num_train=4,
-                    num_val=1)
+        make_ade20k(str(tmp_path / 'data' / 'toy_ade'), num_train=4, num_val=1)
     (tmp_path / 'job.py').write_text(text)
     (tmp_path / 'preempted.py').write_text(
         "_base_ = './job.py'\ncustom_hooks = [dict(type='RNGStateHook'), "
         f"dict(type='PreemptHook', {stop})]\n")
 
     mim_train([toolbox, 'job.py', '--work-dir', 'straight'], tmp_path)
-    mim_train([toolbox, 'preempted.py', '--work-dir', 'resumed'], tmp_path,
+    mim_train([toolbox, 'preempted.py', '--work-dir', 'resumed'],
+              tmp_path,
               preempted=True)
     assert not (tmp_path / 'resumed' / final).exists()
     log = mim_train([toolbox, 'job.py', '--work-dir', 'resumed', '--resume'],

@@ -63,9 +63,8 @@ optim_wrapper = dict(type='OptimWrapper')
 default_hooks = dict(logger=dict(interval=1))
 """
 
-MASK_RCNN = _base(
-    'detection/mask-rcnn_parcnetv2-t_fpn_amp-ms-crop-3x_coco.py'
-) + TOY_DETECTION + """
+MASK_RCNN = _base('detection/mask-rcnn_parcnetv2-t_fpn_amp-ms-crop-3x_coco.py'
+                  ) + TOY_DETECTION + """
 model = dict(
     backbone=dict(arch=dict(_delete_=True, depths=[1, 1, 2, 1],
                             dims=[16, 32, 48, 64]),

@@ -17,8 +17,11 @@ def expected_sizes(size):
 
 
 @settings(max_examples=25, deadline=None)
-@given(height=st.integers(3, 2000), width=st.integers(3, 2000),
-       batch=st.integers(1, 2), impl=st.sampled_from(['auto', 'fft']))
+@given(
+    height=st.integers(3, 2000),
+    width=st.integers(3, 2000),
+    batch=st.integers(1, 2),
+    impl=st.sampled_from(['auto', 'fft']))
 def test_any_size_from_3_to_2000(height, width, batch, impl):
     if height * width > 600_000:
         width = max(3, 600_000 // height)  # keep the CPU time bounded
@@ -31,14 +34,13 @@ def test_any_size_from_3_to_2000(height, width, batch, impl):
         assert torch.isfinite(feat).all()
 
 
-@pytest.mark.parametrize('size', [(3, 2000), (2000, 3), (5, 1333),
-                                  (1333, 5)])
+@pytest.mark.parametrize('size', [(3, 2000), (2000, 3), (5, 1333), (1333, 5)])
 def test_extreme_aspect_ratios(size):
     model = ParCNetV2(SMALL).eval()
     with torch.no_grad():
         feats = model(torch.randn(1, 3, *size))
     assert feats[-1].shape[-2:] == (expected_sizes(size[0])[-1],
-                                   expected_sizes(size[1])[-1])
+                                    expected_sizes(size[1])[-1])
 
 
 def test_batch_elements_are_independent_with_padding():

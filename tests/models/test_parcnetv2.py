@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from mmparcnet.analysis import (ClassifierForCounting, count_macs,
-                                count_parameters)
+from mmparcnet.analysis import (REFERENCE_CLASSIFIERS, ClassifierForCounting,
+                                count_macs, count_parameters)
 from mmparcnet.checkpoint import load_state_into
 from mmparcnet.models import ParCNetV2
 from mmparcnet.models.backbones.parcnetv2 import ChannelNorm
@@ -11,8 +11,9 @@ ATOL = 1e-5
 
 
 def reference_backbone(reference, arch, **kwargs):
-    model = ParCNetV2(arch, pretrain_size=reference['config']['pretrain_size'],
-                      **kwargs).eval()
+    model = ParCNetV2(
+        arch, pretrain_size=reference['config']['pretrain_size'],
+        **kwargs).eval()
     load_state_into(model, dict(reference['official_det_state_dict']))
     return model
 
@@ -35,17 +36,28 @@ def test_dense_features_match_reference(reference, reference_arch, mode,
         torch.testing.assert_close(feat, expected, atol=ATOL, rtol=0)
 
 
-def test_fixed_and_interpolate_differ_off_pretrain_size(reference):
-    # the two fixtures are different computations; both are matched above
-    diffs = [(a - b).abs().max() for a, b in zip(
-        reference['feats_fixed_kernel'],
-        reference['feats_interpolated_kernel'])]
+def test_the_kernel_modes_really_differ_off_the_pretraining_size(
+        reference, reference_arch):
+    # each mode matches its own fixture above; the other mode's must not
+    # (else those matches would not tell the modes apart)
+    model = ParCNetV2(
+        reference_arch,
+        pretrain_size=reference['config']['pretrain_size'],
+        kernel_mode='fixed').eval()
+    load_state_into(model, dict(reference['official_det_state_dict']))
+    with torch.no_grad():
+        feats = model(reference['x'])
+    diffs = [(a - b).abs().max()
+             for a, b in zip(feats, reference['feats_interpolated_kernel'])]
     assert max(diffs) > 1e-3
 
 
 def test_classifier_logits_match_reference(reference, reference_arch):
-    model = ParCNetV2(reference_arch, pretrain_size=64, out_indices=(3, ),
-                      gap_before_final_norm=True).eval()
+    model = ParCNetV2(
+        reference_arch,
+        pretrain_size=64,
+        out_indices=(3, ),
+        gap_before_final_norm=True).eval()
     state = dict(reference['official_cls_checkpoint']['state_dict'])
     load_state_into(model, state)
     with torch.no_grad():
@@ -69,8 +81,8 @@ def test_channel_norm_is_the_l2_formula(fused_layer_norm, monkeypatch):
     norm.weight.data.uniform_(0.5, 1.5)
     x = torch.randn(2, 5, 3, 24, dtype=torch.float64) * 3 + 1
     centred = x - x.mean(-1, keepdim=True)
-    expected = centred / centred.norm(dim=-1, keepdim=True).clamp_min(
-        1e-6) * norm.weight.double()
+    expected = centred / centred.norm(
+        dim=-1, keepdim=True).clamp_min(1e-6) * norm.weight.double()
     # a constant vector has no direction: zero output, not NaN
     assert torch.all(norm(torch.ones(1, 24) * 7) == 0)
     # whose mean is not exact in float32 either
@@ -78,20 +90,13 @@ def test_channel_norm_is_the_l2_formula(fused_layer_norm, monkeypatch):
     torch.testing.assert_close(norm.double()(x), expected)
 
 
-PUBLISHED = {
-    'xt': (7.43e6, 1.55e9),
-    'tiny': (24.94e6, 4.27e9),
-    'small': (39.44e6, 7.78e9),
-    'base': (56.37e6, 12.49e9),
-}
-
-
-@pytest.mark.parametrize('arch', list(PUBLISHED))
+@pytest.mark.parametrize('arch', list(REFERENCE_CLASSIFIERS))
 def test_params_and_macs_match_published_table(arch):
-    params, macs = PUBLISHED[arch]
+    params, macs = REFERENCE_CLASSIFIERS[arch]
     classifier = ClassifierForCounting(arch, num_classes=1000)
-    assert abs(count_parameters(classifier) / params - 1) < 0.01
-    assert abs(count_macs(classifier, (1, 3, 224, 224)) / macs - 1) < 0.05
+    assert abs(count_parameters(classifier) / 1e6 / params - 1) < 0.01
+    assert abs(count_macs(classifier, (1, 3, 224, 224)) / 1e9 / macs -
+               1) < 0.05
 
 
 SMALL = dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32])
@@ -214,12 +219,14 @@ def test_with_cp_gives_the_same_gradients():
 
 
 def test_drop_path_rates_grow_linearly():
-    model = ParCNetV2(dict(depths=[2, 3], dims=[8, 16]), out_indices=(1, ),
-                      drop_path_rate=0.4)
-    rates = [block.drop_path.drop_prob for stage in model.stages
-             for block in stage]
-    torch.testing.assert_close(torch.tensor(rates),
-                               torch.linspace(0, 0.4, 5))
+    model = ParCNetV2(
+        dict(depths=[2, 3], dims=[8, 16]),
+        out_indices=(1, ),
+        drop_path_rate=0.4)
+    rates = [
+        block.drop_path.drop_prob for stage in model.stages for block in stage
+    ]
+    torch.testing.assert_close(torch.tensor(rates), torch.linspace(0, 0.4, 5))
 
 
 def test_res_scale_only_in_last_two_stages():
@@ -253,8 +260,7 @@ def test_layer_depth_for_lr_decay():
     assert depth('backbone.downsample_layers.1.conv.weight',
                  'backbone.') == (2, 9)
     assert depth('backbone.stages.2.0.mlp.fc1.weight', 'backbone.') == (3, 9)
-    assert depth('backbone.stages.2.11.mlp.fc1.weight', 'backbone.') == (6,
-                                                                          9)
+    assert depth('backbone.stages.2.11.mlp.fc1.weight', 'backbone.') == (6, 9)
     assert depth('backbone.downsample_layers.3.conv.bias',
                  'backbone.') == (7, 9)
     assert depth('backbone.stages.3.2.mlp.fc2.weight', 'backbone.') == (7, 9)
@@ -264,8 +270,8 @@ def test_layer_depth_for_lr_decay():
     # -S / -B: the reference configs' num_layers=13, plus 2
     assert ParCNetV2('small').get_layer_depth('head.fc.weight',
                                               'backbone.') == (14, 15)
-    assert model.get_layer_depth('stages.1.1.norm1.weight',
-                                 blocks_per_layer=1) == (5, 23)
+    assert model.get_layer_depth(
+        'stages.1.1.norm1.weight', blocks_per_layer=1) == (5, 23)
     stage = model.get_stage_depth
     assert stage('backbone.downsample_layers.2.conv.weight',
                  'backbone.') == (0, 6)
@@ -278,13 +284,17 @@ def test_kernel_mode_logged_in_repr():
 
 
 def test_pretrained_argument_is_a_pretrained_init_cfg(published_checkpoint):
-    model = ParCNetV2(dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64]),
-                      pretrain_size=64, pretrained=published_checkpoint)
-    assert model.init_cfg == dict(type='Pretrained',
-                                  checkpoint=published_checkpoint)
+    model = ParCNetV2(
+        dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64]),
+        pretrain_size=64,
+        pretrained=published_checkpoint)
+    assert model.init_cfg == dict(
+        type='Pretrained', checkpoint=published_checkpoint)
     with pytest.raises(ValueError, match='not both'):
-        ParCNetV2(SMALL, pretrained=published_checkpoint, init_cfg=dict(
-            type='Pretrained', checkpoint=published_checkpoint))
+        ParCNetV2(
+            SMALL,
+            pretrained=published_checkpoint,
+            init_cfg=dict(type='Pretrained', checkpoint=published_checkpoint))
 
 
 def test_dense_outputs_are_contiguous_nchw():

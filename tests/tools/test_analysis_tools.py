@@ -2,14 +2,15 @@
 import os.path as osp
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
+from mmparcnet.analysis import REFERENCE_CLASSIFIERS
 from mmparcnet.tools import complexity, erf, infer
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SPEC = {'xt': (7.43, 1.55), 'tiny': (24.94, 4.27), 'small': (39.44, 7.78),
-        'base': (56.37, 12.49)}
+SPEC = REFERENCE_CLASSIFIERS
 
 
 def test_complexity_of_the_four_archs_matches_the_spec():
@@ -20,6 +21,7 @@ def test_complexity_of_the_four_archs_matches_the_spec():
         assert abs(row['macs_g'] / macs - 1) < 0.05
 
 
+@pytest.mark.requires('mmcv.ops', 'mmdet')
 def test_complexity_counts_the_kernel_length_really_used():
     # at 224 both modes use the stored kernels; at 1280x800 interpolation
     # makes the oversized kernels longer, and costlier
@@ -34,9 +36,11 @@ def test_complexity_counts_the_kernel_length_really_used():
 
 def test_erf_writes_a_png_of_the_requested_size(tmp_path, capsys):
     out = tmp_path / 'erf.png'
-    assert erf.main(['--arch', 'xt', '--size', '96', '--images', '2',
-                     '--stage', '2', '--panel-size', '120', '--out',
-                     str(out)]) == 0
+    assert erf.main([
+        '--arch', 'xt', '--size', '96', '--images', '2', '--stage', '2',
+        '--panel-size', '120', '--out',
+        str(out)
+    ]) == 0
     image = np.asarray(Image.open(out))
     # two panels (interpolate, fixed) of 120 px under the title band
     assert image.shape == (120 + erf.TITLE_HEIGHT, 240, 3)
@@ -66,21 +70,24 @@ def test_interpolated_kernels_see_further_at_large_inputs():
     sides = {}
     for mode in ('interpolate', 'fixed'):
         torch.manual_seed(0)
-        model = ParCNetV2(dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32]),
-                          kernel_mode=mode, pretrain_size=64,
-                          out_indices=(3, ))
+        model = ParCNetV2(
+            dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32]),
+            kernel_mode=mode,
+            pretrain_size=64,
+            out_indices=(3, ))
         model.init_weights()
         sides[mode] = erf.covering_fraction(
             erf.effective_receptive_field(model, images), share=0.99)
     assert sides['interpolate'] > sides['fixed']
 
 
+@pytest.mark.requires('mmcv.ops', 'mmdet')
 def test_infer_draws_predictions(tmp_path):
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
     from mmengine.config import Config
     from mmengine.runner import save_checkpoint
 
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
     from mmparcnet.datasets import make_coco
     make_coco(str(tmp_path / 'coco'), num_train=1, num_val=2)
     config = osp.join(REPO, 'configs', 'detection',
@@ -91,8 +98,8 @@ def test_infer_draws_predictions(tmp_path):
     checkpoint = str(tmp_path / 'detector.pth')
     save_checkpoint(model.state_dict(), checkpoint)
     image = str(tmp_path / 'coco' / 'val2017' / '000000.jpg')
-    written = infer.infer(config, checkpoint, [image],
-                          str(tmp_path / 'out'), score_thr=0.)
+    written = infer.infer(
+        config, checkpoint, [image], str(tmp_path / 'out'), score_thr=0.)
     assert written
     picture = np.asarray(Image.open(written[0]))
     assert picture.shape[:2] == np.asarray(Image.open(image)).shape[:2]

@@ -7,28 +7,38 @@ from mmparcnet.models import ParCNetV2
 from mmparcnet.tools import benchmark, resident_memory
 
 
+@pytest.mark.requires('mmpretrain')  # ConvNeXt-T (or timm's)
 def test_benchmark_reports_every_part(tmp_path, capsys):
     out = tmp_path / 'bench.json'
     assert benchmark.main([
         '--device', 'cpu', '--size', '64', '96', '--conv-batch', '1',
         '--dtypes', 'fp32', 'bf16', '--repeats', '1', '--warmup', '0',
-        '--backbones', 'ParCNetV2-T', 'ConvNeXt-T', '--json', str(out)
+        '--backbones', 'ParCNetV2-T', 'ConvNeXt-T', '--json',
+        str(out)
     ]) == 0
     result = json.loads(out.read_text())
-    assert [row['shape'] for row in result['oversized_conv']] == [
-        [1, 64, 16, 24], [1, 128, 8, 12], [1, 320, 4, 6], [1, 512, 2, 3]
-    ]
+    assert [row['shape']
+            for row in result['oversized_conv']] == [[1, 64, 16, 24],
+                                                     [1, 128, 8, 12],
+                                                     [1, 320, 4, 6],
+                                                     [1, 512, 2, 3]]
     for row in result['oversized_conv']:
         for impl in ('direct', 'fft', 'matmul'):
             assert row[f'{impl}_fwd_ms'] > 0 and row[f'{impl}_fwdbwd_ms'] > 0
         for key in ('fwd', 'fwdbwd'):
             assert row[f'speedup_{key}'] == pytest.approx(
-                row[f'direct_{key}_ms'] / row[f'{row[f"auto_{key}"]}_{key}_ms'])
+                row[f'direct_{key}_ms'] /
+                row[f'{row[f"auto_{key}"]}_{key}_ms'])
     rows = {(r['backbone'], r['dtype']): r for r in result['backbones']}
     assert set(rows) == {('ParCNetV2-T', 'fp32'), ('ParCNetV2-T', 'bf16'),
                          ('ConvNeXt-T', 'fp32'), ('ConvNeXt-T', 'bf16')}
     assert all('error' not in r for r in rows.values())
-    assert rows[('ConvNeXt-T', 'fp32')]['fwd_ms_vs_convnext'] == 1.
+    for dtype in ('fp32', 'bf16'):
+        ours, theirs = rows[('ParCNetV2-T', dtype)], rows[('ConvNeXt-T',
+                                                           dtype)]
+        for key in ('fwd', 'fwdbwd'):
+            assert ours[f'{key}_ms_vs_convnext'] == pytest.approx(
+                ours[f'{key}_ms'] / theirs[f'{key}_ms'])
     assert rows[('ParCNetV2-T', 'fp32')]['source'] == 'mmparcnet'
     if resident_memory.unsupported_reason() is None:
         assert result['memory'] == 'cpu'
@@ -37,8 +47,9 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
     assert 'Detection backbones' in capsys.readouterr().out
 
 
-@pytest.mark.skipif(resident_memory.unsupported_reason() is not None,
-                    reason=str(resident_memory.unsupported_reason()))
+@pytest.mark.skipif(
+    resident_memory.unsupported_reason() is not None,
+    reason=str(resident_memory.unsupported_reason()))
 def test_cpu_peak_memory_holds_what_training_must_hold():
     height, width = 128, 192
     peaks = benchmark.cpu_peak_memory(['ParCNetV2-T'], 1, height, width,
@@ -50,8 +61,10 @@ def test_cpu_peak_memory_holds_what_training_must_hold():
     torch = benchmark.torch
     model = ParCNetV2('tiny', oversized_conv_impl='auto').train()
     x = torch.randn(1, 3, height, width)
-    present = {t.untyped_storage().data_ptr()
-               for t in (x, *model.parameters())}
+    present = {
+        t.untyped_storage().data_ptr()
+        for t in (x, *model.parameters())
+    }
     kept = {}
 
     def count(tensor):
@@ -70,12 +83,14 @@ def test_cpu_peak_memory_holds_what_training_must_hold():
 def test_backbones_are_timed_in_turns():
     calls = []
     result = benchmark.measure_interleaved(
-        {name: (lambda name=name: calls.append(name)) for name in 'ab'},
-        benchmark.torch.device('cpu'), warmup=1, repeats=2)
+        {name: (lambda name=name: calls.append(name))
+         for name in 'ab'},
+        benchmark.torch.device('cpu'),
+        warmup=1,
+        repeats=2)
     assert calls == ['a', 'b'] * 3
     assert set(result) == {'a', 'b'}
-    assert all(r['ms'] >= 0 and r['peak_mib'] is None
-               for r in result.values())
+    assert all(r['ms'] >= 0 and r['peak_mib'] is None for r in result.values())
 
 
 def test_cpu_runs_fp32_unless_asked_for_bf16(tmp_path):
@@ -83,13 +98,14 @@ def test_cpu_runs_fp32_unless_asked_for_bf16(tmp_path):
     assert benchmark.main([
         '--device', 'cpu', '--size', '32', '32', '--parts', 'backbones',
         '--repeats', '1', '--warmup', '0', '--backbones', 'ParCNetV2-T',
-        '--no-cpu-memory', '--json', str(out)
+        '--no-cpu-memory', '--json',
+        str(out)
     ]) == 0
     result = json.loads(out.read_text())
     assert 'memory' not in result
     rows = result['backbones']
-    assert [(r['backbone'], r['dtype']) for r in rows] == [('ParCNetV2-T',
-                                                           'fp32')]
+    assert [(r['backbone'], r['dtype'])
+            for r in rows] == [('ParCNetV2-T', 'fp32')]
     assert rows[0]['fwdbwd_peak_mib'] is None
 
 
@@ -106,7 +122,8 @@ def test_backbones_can_run_compiled(tmp_path, monkeypatch, capsys):
     assert benchmark.main([
         '--device', 'cpu', '--size', '32', '32', '--parts', 'backbones',
         '--repeats', '1', '--warmup', '0', '--backbones', 'ParCNetV2-T',
-        '--compile', 'eager', '--json', str(out)
+        '--compile', 'eager', '--json',
+        str(out)
     ]) == 0
     result = json.loads(out.read_text())
     assert compiled == [('ParCNetV2', 'eager')]
@@ -125,8 +142,10 @@ def test_baselines_need_mmpretrain_or_timm_only_when_asked_for(monkeypatch):
     monkeypatch.setattr(benchmark, '_timm_baselines', missing)
     builders, _ = benchmark.build_backbones(['ParCNetV2-T'])
     assert list(builders) == ['ParCNetV2-T']
-    with pytest.raises(SystemExit, match='ConvNeXt-T come from mmpretrain '
-                       'or timm, and neither is installed'):
+    with pytest.raises(
+            SystemExit,
+            match='ConvNeXt-T come from mmpretrain '
+            'or timm, and neither is installed'):
         benchmark.build_backbones(['ParCNetV2-T', 'ConvNeXt-T'])
     with pytest.raises(SystemExit, match=r"unknown backbones \['ResNet'\]"):
         benchmark.build_backbones(['ResNet'])

@@ -17,9 +17,8 @@ def test_convert_published_classifier(published_checkpoint, reference,
     source = reference['official_cls_checkpoint']['state_dict']
     assert torch.equal(state['head.fc.weight'], source['head.weight'])
     assert torch.equal(state['backbone.norm3.bias'], source['norm.bias'])
-    assert torch.equal(
-        state['backbone.stages.2.1.res_scale1.scale'],
-        source['stages.2.1.res_scale1.scale'])
+    assert torch.equal(state['backbone.stages.2.1.res_scale1.scale'],
+                       source['stages.2.1.res_scale1.scale'])
     assert sorted(k for k in state if not k.startswith('backbone.')) == [
         'head.fc.bias', 'head.fc.weight'
     ]
@@ -31,8 +30,11 @@ def test_converted_checkpoint_in_a_dense_backbone(published_checkpoint,
                                                   tmp_path, mmengine_log):
     dst = tmp_path / 'converted.pth'
     assert convert_main([published_checkpoint, str(dst)]) == 0
-    model = ParCNetV2(reference_arch, pretrain_size=64, init_cfg=dict(
-        type='Pretrained', checkpoint=str(dst), prefix='backbone.'))
+    model = ParCNetV2(
+        reference_arch,
+        pretrain_size=64,
+        init_cfg=dict(
+            type='Pretrained', checkpoint=str(dst), prefix='backbone.'))
     model.init_weights()
     # the classifier's LayerNorm (now backbone.norm3 with a bias) is not
     # loaded into the dense norm3, and that is said
@@ -43,8 +45,7 @@ def test_converted_checkpoint_in_a_dense_backbone(published_checkpoint,
                                source['stages.3.0.mlp.fc2.weight'])
 
 
-def test_convert_refuses_to_overwrite(published_checkpoint, tmp_path,
-                                      capsys):
+def test_convert_refuses_to_overwrite(published_checkpoint, tmp_path, capsys):
     dst = tmp_path / 'converted.pth'
     dst.write_bytes(b'precious')
     assert convert_main([published_checkpoint, str(dst)]) == 1
@@ -53,13 +54,14 @@ def test_convert_refuses_to_overwrite(published_checkpoint, tmp_path,
     assert convert_main([published_checkpoint, str(dst), '--force']) == 0
     assert 'head.fc.weight' in load_checkpoint_file(str(dst))['state_dict']
     # nothing but the result is left in the folder
-    assert sorted(os.listdir(tmp_path)) == ['converted.pth',
-                                            'parcnetv2_custom.pth.tar']
+    assert sorted(
+        os.listdir(tmp_path)) == ['converted.pth', 'parcnetv2_custom.pth.tar']
 
 
 def test_convert_reports_bad_sources(tmp_path, capsys):
-    assert convert_main([str(tmp_path / 'missing.pth'),
-                         str(tmp_path / 'out.pth')]) == 1
+    assert convert_main(
+        [str(tmp_path / 'missing.pth'),
+         str(tmp_path / 'out.pth')]) == 1
     assert 'missing.pth' in capsys.readouterr().err
     junk = tmp_path / 'junk.pth'
     junk.write_bytes(b'\x80\x02junk')
@@ -84,6 +86,7 @@ def test_resave_makes_an_old_checkpoint_safe(tmp_path, monkeypatch):
     new = tmp_path / 'new.pth'
     assert convert_main(['--resave', str(old), str(new)]) == 1  # no trust
     assert not new.exists()
-    assert convert_main(['--resave', '--trust-source', str(old),
+    assert convert_main(['--resave', '--trust-source',
+                         str(old),
                          str(new)]) == 0
     assert load_checkpoint_file(str(new))['hub'].current() == 2.0

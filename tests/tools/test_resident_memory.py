@@ -33,7 +33,9 @@ print(json.dumps([peak_mib(fn) for fn in (two_blocks, two_blocks,
 def test_peak_counts_what_lives_at_once_in_every_call():
     child = subprocess.run([sys.executable, '-c', MEASURED],
                            env=resident_memory.measuring_env(),
-                           capture_output=True, text=True, check=True)
+                           capture_output=True,
+                           text=True,
+                           check=True)
     peaks = json.loads(child.stdout)
     # the second call of each must not find its memory still resident
     assert peaks == pytest.approx([96, 96, 50, 50], abs=3)

@@ -102,7 +102,9 @@ class RNGStateHook(Hook):
                 runner.train_loop, IterBasedTrainLoop):
             self._restore_if_resumed(runner, host=True)
 
-    def before_train_iter(self, runner, batch_idx: int,
+    def before_train_iter(self,
+                          runner,
+                          batch_idx: int,
                           data_batch=None) -> None:
         if self._pending is not None:
             self._restore_if_resumed(runner, host=False)

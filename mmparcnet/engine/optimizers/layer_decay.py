@@ -105,9 +105,12 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         rank, _ = get_dist_info()
         if rank == 0:
             summary = {
-                key: dict(lr=g['lr'], lr_scale=g['lr_scale'],
-                          weight_decay=g['weight_decay'],
-                          params=len(g['params']))
+                key:
+                dict(
+                    lr=g['lr'],
+                    lr_scale=g['lr_scale'],
+                    weight_decay=g['weight_decay'],
+                    params=len(g['params']))
                 for key, g in groups.items()
             }
             MMLogger.get_current_instance().info(

@@ -22,32 +22,16 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ..layers.fused_linear import fused_linear_applies, linear, linear_add
-from ..layers.gated_linear import gated_linear, gated_linear_applies
 from ..layers.oversized_conv import (IMPLEMENTATIONS, KERNEL_MODES,
-                                     is_exporting, oversized_conv,
-                                     resize_kernel, stored_kernel_lengths)
+                                     oversized_conv, resize_kernel,
+                                     stored_kernel_lengths)
+from ..layers.pointwise import (GatedConv1x1, PlanesConv1x1, gelu,
+                                gelu_gated_linear)
+from ..layers.torch_ops import LAYER_NORM_IS_EXACT
 
 # ---------------------------------------------------------------------------
 # Layers
 # ---------------------------------------------------------------------------
-
-
-def _layer_norm_is_exact() -> bool:
-    """Whether ``F.layer_norm`` centres a constant vector to exact zeros.
-
-    Older PyTorch CPU kernels (seen with 2.1.2) leave rounding noise there,
-    which the channel norm's tiny eps scales up to unit norm: a constant
-    16-vector came out as 0.0477 everywhere instead of 0. Those versions get
-    the L2 formula written out (a little slower), exact on constant vectors
-    and equal to the fused form elsewhere up to rounding. The probe runs on
-    the CPU in float32 and decides for every device and dtype.
-    """
-    probe = torch.full((1, 64), 3.7)
-    return bool((F.layer_norm(probe, (64, ), eps=1e-14) == 0).all())
-
-
-LAYER_NORM_IS_EXACT = _layer_norm_is_exact()
 
 
 class ChannelNorm(nn.Module):
@@ -57,7 +41,7 @@ class ChannelNorm(nn.Module):
     LayerNorm whose divisor is the L2 norm over channels, not the RMS. It is
     computed as one fused ``F.layer_norm`` with the scale divided by sqrt(C)
     (written out where that call is not exact, see
-    :func:`_layer_norm_is_exact`):
+    :data:`~..layers.torch_ops.LAYER_NORM_IS_EXACT`):
     the L2 norm is sqrt(C) times the standard deviation, and an epsilon of
     ``eps**2 / C`` inside the square root stands in for the ``max`` (the two
     differ only where the centred vector is shorter than ``eps``).
@@ -75,16 +59,17 @@ class ChannelNorm(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         channels = self.weight.shape[0]
         if LAYER_NORM_IS_EXACT:
-            return F.layer_norm(x, (channels, ),
-                                self.weight * channels**-0.5, None,
-                                self.eps * self.eps / channels)
+            return F.layer_norm(x, (channels, ), self.weight * channels**-0.5,
+                                None, self.eps * self.eps / channels)
         # shifted by the first channel first, so that a constant vector
-        # centres to exact zeros (x - mean(x) alone leaves rounding noise)
-        shifted = x - x[..., :1]
+        # centres to exact zeros (x - mean(x) alone leaves rounding noise);
+        # in float32 at least and back to x's type, as layer_norm does
+        wide = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        shifted = wide - wide[..., :1]
         centred = shifted - shifted.mean(dim=-1, keepdim=True)
-        return centred * torch.rsqrt(
-            centred.square().sum(dim=-1, keepdim=True) +
-            self.eps * self.eps) * self.weight
+        return (centred *
+                torch.rsqrt(centred.square().sum(dim=-1, keepdim=True) +
+                            self.eps * self.eps) * self.weight).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f'{self.weight.shape[0]}, eps={self.eps}'
@@ -124,70 +109,6 @@ class DropPath(nn.Module):
         return f'drop_prob={self.drop_prob}'
 
 
-def to_planes(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """A 1x1 convolution (stored as ``Conv2d`` weights, as in the
-    checkpoints) from channels-last (N, H, W, C_in) to channel-major planes
-    (C_out, N, H, W), as one GEMM: ``W @ x^T``. The GEMM reads the
-    transposed operand in place, so the change of layout costs nothing."""
-    batch, height, width, channels = x.shape
-    weight, bias = conv.weight.flatten(1), conv.bias
-    rows = x.reshape(-1, channels)
-    if fused_linear_applies(x, weight, *(() if bias is None else (bias, ))):
-        # oneDNN's GEMM, with the rows of x in the place of its weight
-        # (``W @ x^T``), then the bias by rows: measured faster than MKL's
-        # addmm at every stage in float32 CPU inference
-        out = linear(weight, rows, None)
-        if bias is not None:
-            out.add_(bias[:, None])
-    else:
-        out = (torch.mm(weight, rows.t()) if bias is None else torch.addmm(
-            bias[:, None], weight, rows.t()))
-    return out.view(-1, batch, height, width)
-
-
-def from_planes(planes: Tensor, conv: nn.Conv2d) -> Tensor:
-    """The inverse of :func:`to_planes`: channel-major (C_in, N, H, W) to a
-    channels-last (N, H, W, C_out) 1x1 convolution, ``x^T @ W^T``."""
-    channels, batch, height, width = planes.shape
-    out = F.linear(planes.reshape(channels, -1).t(), conv.weight.flatten(1),
-                   conv.bias)
-    return out.view(batch, height, width, -1)
-
-
-def gated_from_planes(value: Tensor, gate: Tensor, conv: nn.Conv2d) -> Tensor:
-    """``from_planes(value * gate, conv)``; in training by
-    :func:`~..layers.gated_linear.gated_linear`, which keeps ``value`` and
-    ``gate`` for the backward pass instead of their product."""
-    weight = conv.weight.flatten(1)
-    if not gated_linear_applies(value, gate, weight):
-        return from_planes(gated(value, gate), conv)
-    channels, batch, height, width = value.shape
-    out = gated_linear(
-        value.reshape(channels, -1).t(), gate.reshape(channels, -1).t(),
-        weight, conv.bias)
-    return out.view(batch, height, width, -1)
-
-
-def _recorded(*tensors: Tensor) -> bool:
-    """Whether autograd or an exporter records operations on ``tensors``
-    (then no in-place shortcuts)."""
-    return (torch.is_grad_enabled() and any(t.requires_grad
-                                            for t in tensors)) or is_exporting()
-
-
-def gated(x: Tensor, gate: Tensor) -> Tensor:
-    """``x * gate``, written into ``x`` (a fresh intermediate) where
-    autograd does not need it: large temporaries cost page faults on the
-    CPU (measured: a few per cent of the detection-size forward pass)."""
-    return x * gate if _recorded(x, gate) else x.mul_(gate)
-
-
-def gelu(x: Tensor) -> Tensor:
-    """GELU, in place on ``x`` (a fresh intermediate) where autograd does
-    not need it, for the same reason as :func:`gated`."""
-    return F.gelu(x) if _recorded(x) else torch._C._nn.gelu_(x)
-
-
 class OversizedConv(nn.Module):
     """Vertical then horizontal oversized depthwise convolution.
 
@@ -207,19 +128,23 @@ class OversizedConv(nn.Module):
                  impl: str):
         super().__init__()
         self.conv_h = nn.Conv2d(
-            channels, channels, (kernel_length, 1),
-            padding=(kernel_length // 2, 0), groups=channels, bias=False)
+            channels,
+            channels, (kernel_length, 1),
+            padding=(kernel_length // 2, 0),
+            groups=channels,
+            bias=False)
         self.conv_w = nn.Conv2d(
-            channels, channels, (1, kernel_length),
-            padding=(0, kernel_length // 2), groups=channels, bias=False)
+            channels,
+            channels, (1, kernel_length),
+            padding=(0, kernel_length // 2),
+            groups=channels,
+            bias=False)
         self.kernel_mode = kernel_mode
         self.impl = impl
 
-    def forward(self, x: Tensor, local_kernel: Optional[Tensor] = None):
-        """``local_kernel``: a depthwise kernel whose result is added (the
-        block's 7x7 branch), computed in the same pass where that helps."""
+    def forward(self, x: Tensor) -> Tensor:
         return oversized_conv(x, self.conv_h.weight, self.conv_w.weight,
-                              self.kernel_mode, self.impl, local_kernel)
+                              self.kernel_mode, self.impl)
 
     def extra_repr(self) -> str:
         return f'kernel_mode={self.kernel_mode!r}, impl={self.impl!r}'
@@ -231,47 +156,41 @@ class OversizedConv(nn.Module):
 
 
 class SpatialBGU(nn.Module):
-    """Spatial bifurcate gate unit, the token mixer.
+    """Spatial bifurcate gate unit, the token mixer (paper Eq. 3).
 
     ``g, u = split(pwconv1(x))``; ``u = GELU(u)``;
-    ``out = pwconv2(g * (OC(u) + DWConv7x7(u)))``. Channels-last in and out;
-    inside, channel-major planes (C, N, H, W): the spatial convolutions work
-    plane by plane, and the two pointwise GEMMs change the layout for free.
+    ``out = pwconv2(g * (OversizedConv(u) + DWConv7x7(u)))``.
+
+    Channels-last (N, H, W, C) in and out. In between, the maps are
+    channel-major planes seen as NCHW: the 1x1 convolutions change the
+    layout for free (:mod:`..layers.pointwise`).
     """
 
     def __init__(self, channels: int, kernel_length: int, kernel_mode: str,
                  impl: str):
         super().__init__()
-        self.channels = channels
-        self.pwconv1 = nn.Conv2d(channels, 2 * channels, 1)
+        self.pwconv1 = PlanesConv1x1(channels, 2 * channels)
         self.dwconv1 = OversizedConv(channels, kernel_length, kernel_mode,
                                      impl)
-        # applied inside dwconv1 (same input, summed outputs)
         self.dwconv2 = nn.Conv2d(
             channels, channels, 7, padding=3, groups=channels, bias=False)
-        self.pwconv2 = nn.Conv2d(channels, channels, 1, bias=False)
+        self.pwconv2 = GatedConv1x1(channels, channels, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, value = to_planes(x, self.pwconv1).split(self.channels, dim=0)
-        # planes (C, N, H, W) seen as NCHW, the layout the convolution takes
-        value = gelu(value).transpose(0, 1)
-        value = self.dwconv1(value, local_kernel=self.dwconv2.weight)
-        return gated_from_planes(value.transpose(0, 1), gate, self.pwconv2)
+        gate, value = self.pwconv1(x).chunk(2, dim=1)
+        value = gelu(value)
+        return self.pwconv2(self.dwconv1(value) + self.dwconv2(value), gate)
 
 
 class ChannelBGU(nn.Module):
-    """Channel bifurcate gate unit, the channel mixer.
+    """Channel bifurcate gate unit, the channel mixer (paper Eq. 4).
 
-    ``a, b = split(fc1(x))`` (2.5C each); ``out = fc2(a * GELU(b))``. In
-    float32 CPU inference the GEMMs are oneDNN's, the optional ``shortcut``
-    sum rides in the last one (:mod:`..layers.fused_linear`); in training
-    ``fc2`` and the gate are one :func:`..layers.gated_linear.gated_linear`,
-    which keeps ``fc1``'s output for the backward pass but not the product.
-    On the CPU both go through the rows in blocks of :attr:`block_rows`.
+    ``a, b = split(fc1(x))`` (2.5C each); ``out = fc2(a * GELU(b))``, on
+    channels-last rows; computed by
+    :func:`..layers.pointwise.gelu_gated_linear`.
     """
-    # A block's intermediates stay in cache (4096 x 160 floats at stage 0):
-    # measured at the stage-0 shape of an 800x1216 input, 70 instead of
-    # 104 ms per unit in inference; about even at the later stages.
+    # rows per pass of the fast paths, so that a block's intermediates stay
+    # in cache (docs/speed.md)
     block_rows = 4096
 
     def __init__(self, channels: int):
@@ -280,62 +199,14 @@ class ChannelBGU(nn.Module):
         self.fc1 = nn.Linear(channels, 2 * hidden)
         self.fc2 = nn.Linear(hidden, channels, bias=False)
 
-    def forward(self, x: Tensor, shortcut: Optional[Tensor] = None) -> Tensor:
-        """``shortcut``, if given, is added to the result (the block's
-        residual), so that the sum can ride in ``fc2``."""
-        if fused_linear_applies(x, self.fc1.weight, self.fc1.bias,
-                                self.fc2.weight,
-                                *(() if shortcut is None else (shortcut, ))):
-            return self._fused_forward(x, shortcut)
-        value, gate = self.fc1(x).chunk(2, dim=-1)
-        if gated_linear_applies(value, gate, self.fc2.weight):
-            # training: keeps fc1's output, not GELU(gate) and the product;
-            # blocks of rows for the CPU's caches (a GPU wants whole GEMMs)
-            out = gated_linear(
-                value.reshape(-1, value.shape[-1]),
-                gate.reshape(-1, gate.shape[-1]), self.fc2.weight,
-                activation='gelu',
-                block_rows=self.block_rows if x.device.type == 'cpu' else
-                None).view(*x.shape[:-1], -1)
-        else:
-            out = self.fc2(gated(gelu(gate), value))
-        return out if shortcut is None else shortcut + out
-
-    def _fused_forward(self, x: Tensor, shortcut: Optional[Tensor]) -> Tensor:
-        rows = x.reshape(-1, x.shape[-1])
-        if shortcut is not None:
-            shortcut = shortcut.reshape(-1, shortcut.shape[-1])
-        if rows.shape[0] <= self.block_rows:
-            out = self._fused_rows(rows, shortcut)
-        else:
-            out = x.new_empty(rows.shape[0], self.fc2.out_features)
-            for start in range(0, rows.shape[0], self.block_rows):
-                chunk = slice(start, start + self.block_rows)
-                out[chunk] = self._fused_rows(
-                    rows[chunk], None if shortcut is None else shortcut[chunk])
-        return out.view(*x.shape[:-1], -1)
-
-    def _fused_rows(self, rows: Tensor, shortcut: Optional[Tensor]) -> Tensor:
-        # Separate in-place GELU and product passes measured faster than
-        # oneDNN's GELU and multiply epilogues, at every stage.
-        hidden = self.fc2.in_features
-        value_weight, gate_weight = self.fc1.weight.split(hidden)
-        value_bias, gate_bias = self.fc1.bias.split(hidden)
-        gate = gelu(linear(rows, gate_weight, gate_bias))
-        value = gated(linear(rows, value_weight, value_bias), gate)
-        if shortcut is None:
-            return linear(value, self.fc2.weight, None)
-        return linear_add(value, shortcut, self.fc2.weight, None)
+    def forward(self, x: Tensor) -> Tensor:
+        return gelu_gated_linear(x, self.fc1, self.fc2, self.block_rows)
 
 
 class ParCNetV2Block(nn.Module):
-    """One ParCNetV2 block on channels-last tensors.
+    """One ParCNetV2 block on channels-last tensors (paper Fig. 2).
 
-    ``x = rs1(x) + drop_path(SpatialBGU(norm1(x)))``;
-    ``x = rs2(x) + drop_path(ChannelBGU(norm2(x)))``, where the ResScales
-    ``rs1``/``rs2`` exist in the last two stages only. Without stochastic
-    depth the second sum is the channel unit's ``shortcut`` (so that it can
-    ride in its last GEMM): then ``mlp``'s output includes the residual.
+    The ResScales ``rs1``/``rs2`` exist in the last two stages only.
     """
 
     def __init__(self,
@@ -356,17 +227,14 @@ class ParCNetV2Block(nn.Module):
         self.res_scale2 = ResScale(channels) if res_scale else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.res_scale1(x) + self.drop_path(self.token_mixer(
-            self.norm1(x)))
-        if self.training and self.drop_path.drop_prob > 0:
-            return self.res_scale2(x) + self.drop_path(
-                self.mlp(self.norm2(x)))
-        # no stochastic depth: the residual sum can ride in the last GEMM
-        return self.mlp(self.norm2(x), shortcut=self.res_scale2(x))
+        x = self.res_scale1(x) + self.drop_path(
+            self.token_mixer(self.norm1(x)))
+        x = self.res_scale2(x) + self.drop_path(self.mlp(self.norm2(x)))
+        return x
 
 
 class Stem(nn.Module):
-    """Stage 0's downsampling: 7x7 stride-4 convolution, then a channel norm."""
+    """Stage 0's downsampling: 7x7 stride-4 convolution, channel norm."""
 
     def __init__(self, in_channels: int, channels: int):
         super().__init__()
@@ -393,6 +261,13 @@ class Downsample(nn.Module):
 # ---------------------------------------------------------------------------
 # The backbone
 # ---------------------------------------------------------------------------
+
+# The reference initialisation, except that conv biases are not all zero
+# (see the ParCNetV2 docstring).
+DEFAULT_INIT_CFG = [
+    dict(type='TruncNormal', layer='Linear', std=.02, bias=0.),
+    dict(type='TruncNormalFanOut', layer='Conv2d', bias_std=.02),
+]
 
 
 class ParCNetV2(BaseModule):
@@ -489,13 +364,8 @@ class ParCNetV2(BaseModule):
                  gap_before_final_norm: bool = False,
                  oversized_conv_impl: str = 'auto',
                  pretrained: Optional[str] = None,
-                 init_cfg: Optional[Union[Dict, List[Dict]]] = [
-                     dict(type='TruncNormal', layer='Linear', std=.02,
-                          bias=0.),
-                     # conv biases not all zero: see the docstring
-                     dict(type='TruncNormalFanOut', layer='Conv2d',
-                          bias_std=.02),
-                 ]):
+                 init_cfg: Optional[Union[Dict,
+                                          List[Dict]]] = DEFAULT_INIT_CFG):
         if pretrained is not None:
             # what MMSegmentation's EncoderDecoder(pretrained=...) passes
             if isinstance(init_cfg, dict) and \
@@ -553,8 +423,9 @@ class ParCNetV2(BaseModule):
                 ]))
 
         for i in self.out_indices:
-            norm = (nn.LayerNorm(self.dims[i], eps=1e-6)
-                    if gap_before_final_norm else ChannelNorm(self.dims[i]))
+            norm = (
+                nn.LayerNorm(self.dims[i], eps=1e-6)
+                if gap_before_final_norm else ChannelNorm(self.dims[i]))
             self.add_module(f'norm{i}', norm)
 
         self._freeze_stages()
@@ -610,7 +481,7 @@ class ParCNetV2(BaseModule):
             parsed.append(index % num_stages)
         return tuple(parsed)
 
-    # -- weights ---------------------------------------------------------------
+    # -- weights --------------------------------------------------------------
 
     def init_weights(self):
         """Initialise, then load a ``Pretrained`` checkpoint if one is given.
@@ -635,10 +506,20 @@ class ParCNetV2(BaseModule):
                 cfg['checkpoint'],
                 prefix=cfg.get('prefix'),
                 map_location=cfg.get('map_location', 'cpu'))
+        if pretrained:
+            print_log(
+                f'oversized kernels stored at {list(self.kernel_lengths)} '
+                f'taps (pretrain_size={self.pretrain_size}), ' +
+                ('resized by linear interpolation to 2H-1 x 2W-1 taps for '
+                 'every input' if self.kernel_mode == 'interpolate' else
+                 'applied as stored (kernel_mode=fixed)'),
+                logger='current')
         self._is_init = True
 
-    def resize_stored_kernels(self, state_dict: Dict[str, Tensor],
-                              prefix: str = '', *args) -> None:
+    def resize_stored_kernels(self,
+                              state_dict: Dict[str, Tensor],
+                              prefix: str = '',
+                              *args) -> None:
         """Resize oversized kernels stored at another length (another
         ``pretrain_size``) to this model's, by linear interpolation as
         :func:`~..layers.oversized_conv.resize_kernel` resizes them for an
@@ -663,17 +544,17 @@ class ParCNetV2(BaseModule):
             if (value.dim() != 4 or value.shape[:2] != param.shape[:2]
                     or value.shape[5 - axis] != 1):
                 continue
-            state_dict[key] = resize_kernel(value, param.shape[axis],
-                                            vertical)
+            state_dict[key] = resize_kernel(value, param.shape[axis], vertical)
             pair = (value.shape[axis], param.shape[axis])
             resized[pair] = resized.get(pair, 0) + 1
         for (old, new), count in sorted(resized.items()):
             print_log(
                 f'resized {count} oversized kernels from {old} to {new} taps '
                 f'by linear interpolation (stored for another pretrain_size;'
-                f' this model stores {self.kernel_lengths})', logger='current')
+                f' this model stores {self.kernel_lengths})',
+                logger='current')
 
-    # -- forward ---------------------------------------------------------------
+    # -- forward --------------------------------------------------------------
 
     def forward(self, x: Tensor) -> Tuple[Tensor, ...]:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
@@ -728,7 +609,9 @@ class ParCNetV2(BaseModule):
         self._freeze_stages()
         return self
 
-    def get_layer_depth(self, param_name: str, prefix: str = '',
+    def get_layer_depth(self,
+                        param_name: str,
+                        prefix: str = '',
                         blocks_per_layer: int = 3):
         """Layer id of a parameter, for layer-wise learning-rate decay.
 

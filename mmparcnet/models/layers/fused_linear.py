@@ -1,18 +1,15 @@
-"""oneDNN linear layers for CPU inference, with the residual sum fused.
+"""oneDNN's linear layer for float32 CPU inference.
 
 Why
 ---
-In float32 CPU inference the pointwise layers are most of ParCNetV2's
-time, and on the CPUs measured (AMD EPYC, AVX2) oneDNN's GEMM runs about a
-fifth faster than MKL's, which ``F.linear`` and ``torch.mm`` call: 124-131
-against 95-110 GFLOP/s at the stage-2 shapes of an 800x1216 input and at
-2048^3. PyTorch exposes oneDNN's GEMM as ``torch.ops.mkldnn._linear_pointwise``
-(the op Inductor emits for CPU linear layers), with elementwise "post-ops"
-applied to each output tile while it is still in cache. Of those, the
-residual sum pays (``linear_add``: the channel gate unit's ``fc2`` adds the
-block's shortcut on the way out); the GELU and product post-ops measured
-slower at every stage than separate in-place passes over a cached chunk of
-rows, so the callers do those themselves.
+In float32 CPU inference the pointwise layers are most of ParCNetV2's time, and
+on the CPUs measured (AMD EPYC, AVX2) oneDNN's GEMM runs about a fifth faster
+than MKL's, which ``F.linear`` and ``torch.mm`` call (docs/speed.md). PyTorch
+exposes oneDNN's GEMM as ``torch.ops.mkldnn._linear_pointwise`` (the op
+Inductor emits for CPU linear layers; :mod:`.torch_ops`). Its elementwise
+"post-ops" (GELU, product) measured slower at every stage than separate
+in-place passes over a cached block of rows, so the callers do those themselves
+(:mod:`.pointwise`).
 
 When
 ----
@@ -23,32 +20,24 @@ Inductor see the plain ops; Inductor fuses on its own). Everywhere else the
 callers take their plain path. Sums may be accumulated in another order
 than MKL's: results agree with the plain path to float32 rounding (about
 1e-6 relative). ``torch.backends.mkldnn.flags(enabled=False)`` turns the
-oneDNN path off.
+oneDNN path off; so does the fast-path switch (:mod:`.runtime`).
 """
 from typing import Optional
 
 import torch
 from torch import Tensor
 
-from .oversized_conv import autocast_dtype, is_compiling, is_exporting
-
-
-def _fused_op():
-    try:
-        op = torch.ops.mkldnn._linear_pointwise
-    except (AttributeError, RuntimeError):  # a build without oneDNN's ops
-        return None
-    return op if hasattr(op, 'binary') else None
-
-
-_LINEAR_POINTWISE = _fused_op()
+from .runtime import (autocast_dtype, autograd_records, fast_paths_enabled,
+                      plain_ops_needed)
+from .torch_ops import ONEDNN_LINEAR, onednn_linear
 
 
 def fused_linear_applies(*tensors: Tensor) -> bool:
     """Whether the fused oneDNN linear ops may stand in for the plain ones
     on ``tensors`` (inputs and weights): see the module docstring."""
     # first: compilers must not trace the backend queries below
-    if _LINEAR_POINTWISE is None or is_compiling():
+    if plain_ops_needed() or not fast_paths_enabled() or \
+            ONEDNN_LINEAR is None:
         return False
     if not (torch.backends.mkldnn.is_available()
             and torch.backends.mkldnn.enabled):
@@ -56,20 +45,11 @@ def fused_linear_applies(*tensors: Tensor) -> bool:
     if any(t.device.type != 'cpu' or t.dtype != torch.float32
            for t in tensors):
         return False
-    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return False
     # all float32 on the CPU by now: autocast is on if it would change that
-    autocast = autocast_dtype(tensors[0]) != torch.float32
-    return not (autocast or is_exporting() or torch.jit.is_tracing())
+    return not (autograd_records(*tensors)
+                or autocast_dtype(tensors[0]) != torch.float32)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """``x W^T + b`` by oneDNN's GEMM."""
-    return _LINEAR_POINTWISE(x, weight, bias, 'none', [], '')
-
-
-def linear_add(x: Tensor, other: Tensor, weight: Tensor,
-               bias: Optional[Tensor]) -> Tensor:
-    """``other + (x W^T + b)`` in one pass (``other`` of the output's
-    shape)."""
-    return _LINEAR_POINTWISE.binary(x, other, weight, bias, 'add')
+    return onednn_linear(x, weight, bias)

@@ -10,9 +10,8 @@ anyway. :func:`gated_linear` keeps only ``value``, ``gate`` and the weight,
 and computes the product again in the backward pass: of the maps as large
 as the unit's input that the channel unit keeps, 6 instead of 11, the
 spatial unit one fewer. It goes ``block_rows`` rows at a time, forward and
-backward, so that a block's intermediates stay in cache; that pays for the
-extra elementwise passes (measured on the CPU, the channel unit's forward
-and backward at stage 0 of an 800x1216 input: 378 against 426 ms).
+backward, so that a block's intermediates stay in cache; on the CPU that
+pays for the extra elementwise passes (docs/speed.md).
 """
 from typing import Optional
 
@@ -20,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .oversized_conv import autocast_dtype, is_compiling, is_exporting
+from .runtime import (autocast_dtype, autograd_records, fast_paths_enabled,
+                      plain_ops_needed)
+from .torch_ops import gelu_backward_into
 
 ACTIVATIONS = (None, 'gelu')
 
@@ -78,14 +79,14 @@ class _GatedLinear(torch.autograd.Function):
                 grad_weight.addmm_(part.t(), value[rows] * activated)
             if not (needs_value or needs_gate):
                 continue
-            grad_product = (weight.t().mm(part.t()).t()
-                            if _column_major(value) else part.mm(weight))
+            grad_product = (
+                weight.t().mm(part.t()).t()
+                if _column_major(value) else part.mm(weight))
             if needs_value:
                 torch.mul(grad_product, activated, out=grad_value[rows])
             if needs_gate and ctx.activation == 'gelu':
-                torch.ops.aten.gelu_backward.grad_input(
-                    grad_product.mul_(value[rows]), gates,
-                    grad_input=grad_gate[rows])
+                gelu_backward_into(
+                    grad_product.mul_(value[rows]), gates, out=grad_gate[rows])
             elif needs_gate:
                 torch.mul(grad_product, value[rows], out=grad_gate[rows])
         return grad_value, grad_gate, grad_weight, grad_bias, None, None
@@ -93,13 +94,13 @@ class _GatedLinear(torch.autograd.Function):
 
 def gated_linear_applies(*tensors: Tensor) -> bool:
     """Whether :func:`gated_linear` should stand in for the plain ops on
-    ``tensors``: where autograd records them, and neither an exporter, the
-    JIT tracer nor ``torch.compile`` (which partitions and recomputes on its
-    own) needs to see plain ops."""
-    if is_compiling():  # first: compilers must not trace the queries below
+    ``tensors``: where autograd records them, the fast paths are on, and
+    neither an exporter, the JIT tracer nor ``torch.compile`` (which
+    partitions and recomputes on its own) needs to see plain ops."""
+    # first: compilers must not trace the queries below
+    if plain_ops_needed() or not fast_paths_enabled():
         return False
-    return (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
-            and not (is_exporting() or torch.jit.is_tracing()))
+    return autograd_records(*tensors)
 
 
 def gated_linear(value: Tensor,

@@ -3,8 +3,8 @@
 The math
 --------
 On a C x H x W feature map, the vertical oversized kernel ``k_h`` holds
-``2H - 1`` taps per channel, indexed ``-(H-1) .. H-1`` around its centre, and is
-applied with ``H - 1`` zeros of padding on each side::
+``2H - 1`` taps per channel, indexed ``-(H-1) .. H-1`` around its centre, and
+is applied with ``H - 1`` zeros of padding on each side::
 
     z[c, i, j] = sum_{t=0}^{H-1} k_h[c, t - i] * x[c, t, j]
 
@@ -18,12 +18,13 @@ The stored kernels have a fixed length ``K = 2m - 1``, where ``m`` is the
 stage's map size at the pretraining resolution (111, 55, 27, 13 at 224).
 Two modes say how they meet another map size (paper Sec. 3.1):
 
-- ``'interpolate'``: resize ``k_h`` to ``2H - 1`` and ``k_w`` to ``2W - 1`` taps by
-  linear interpolation (``align_corners=True``, as the reference code's
+- ``'interpolate'``: resize ``k_h`` to ``2H - 1`` and ``k_w`` to ``2W - 1``
+  taps by linear interpolation (``align_corners=True``, as the reference code's
   ``F.interpolate(..., mode='bilinear', align_corners=True)``), so the
   receptive field stays global for any input size and aspect ratio;
-- ``'fixed'``: use the stored ``K`` taps with ``K // 2`` zeros of padding, as the
-  reference dense-prediction code does; the receptive field is then ``K x K``.
+- ``'fixed'``: use the stored ``K`` taps with ``K // 2`` zeros of padding, as
+  the reference dense-prediction code does; the receptive field is then
+  ``K x K``.
 
 At the pretraining size both modes are the same computation.
 
@@ -64,7 +65,8 @@ picks how it is evaluated, and the result is the same up to rounding:
   export with dynamic sizes, matrix products and gathers do. That is what
   ``torch.onnx.export`` (legacy or dynamo) records, so an exported graph
   resizes the kernels for whatever input it gets.
-- ``'auto'``: the path measured fastest for the shape on that device
+- ``'auto'``: ``'direct'`` where the fast paths are off (:mod:`.runtime`);
+  otherwise the path measured fastest for the shape on that device
   (:func:`choose_impl`; the choice depends only on the shape, the device
   type and whether gradients are needed); ``'matmul'`` while the model is
   being exported.
@@ -74,6 +76,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .runtime import (autocast_dtype, fast_paths_enabled, is_compiling,
+                      is_exporting)
 
 KERNEL_MODES = ('interpolate', 'fixed')
 IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
@@ -85,20 +90,10 @@ IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 # interpolate mode): the direct path costs that many multiply-adds per output
 # element (about three times that with the backward), the matmul path H + W
 # in GEMMs, the FFT about a constant times log(HW) plus fixed launch costs.
-# Unknown device types use the CPU rules.
-# - cpu: measured with `mmparcnet-benchmark --parts conv` and at the stage
-#   shapes of 224 inputs (2 cores, torch 2.14, channel-major planes as the
-#   backbone hands them over, batch 1 and 16): matmul is the fastest path
-#   from ~40 taps, forward and with gradients (25x38, 512 channels: 8.5 vs
-#   17 ms forward; 200x304, batch 2: 160 vs 975 ms forward, 0.94 vs 11.3 s
-#   with the backward); at 7x7 maps (26 taps) the two are even. The FFT
-#   (pocketfft) never wins on this CPU: 3x slower than matmul even on
-#   800x1216 maps;
-# - cuda: FFT from the anchor timings in ENVIRONMENT.md (H200, fwd+bwd,
-#   batch 2): it beats the direct path at 200x304, 100x152 and 50x76 (250
-#   taps, 2.4M elements), loses at 25x38 (124 taps) and at 56x56 with 64
-#   channels (0.4M elements); the forward alone and the matmul path were not
-#   measured on a GPU, so the same rule.
+# Unknown device types use the CPU rules. On the CPU the GEMMs win from about
+# 40 taps and the FFT never does; on CUDA the FFT wins on large maps (anchor
+# timings; the matmul path is unmeasured there). The measurements:
+# docs/speed.md, "Where the code's choices come from".
 FAST_PATHS = {
     ('cpu', 'forward'): [('matmul', 40, 0)],
     ('cpu', 'training'): [('matmul', 40, 0)],
@@ -152,8 +147,16 @@ def resize_kernel(weight: Tensor, length: int, vertical: bool) -> Tensor:
     if taps == length:
         return weight
     channels = weight.shape[0]
+    if is_compiling():
+        # index arithmetic, as exporters get it: Dynamo before PyTorch 2.3
+        # cannot trace F.interpolate to a size that depends on the input
+        resized = _resize_taps(weight.reshape(channels, taps), length)
+        return resized.reshape(weight.shape[:2] +
+                               ((length, 1) if vertical else (1, length)))
     resized = F.interpolate(
-        weight.reshape(channels, 1, taps), size=length, mode='linear',
+        weight.reshape(channels, 1, taps),
+        size=length,
+        mode='linear',
         align_corners=True)
     if vertical:
         return resized.reshape(channels, 1, length, 1)
@@ -162,8 +165,9 @@ def resize_kernel(weight: Tensor, length: int, vertical: bool) -> Tensor:
 
 def _local(x: Tensor, local_kernel: Tensor) -> Tensor:
     return F.conv2d(
-        x, local_kernel, padding=(local_kernel.shape[-2] // 2,
-                                  local_kernel.shape[-1] // 2),
+        x,
+        local_kernel,
+        padding=(local_kernel.shape[-2] // 2, local_kernel.shape[-1] // 2),
         groups=x.shape[1])
 
 
@@ -172,12 +176,10 @@ def _direct(x: Tensor, k_h: Tensor, k_w: Tensor,
     channels = x.shape[1]
     if x.device.type == 'cpu':
         # oneDNN's depthwise kernels with long taps are several times
-        # faster channels-last than on planes (measured: 0.7 vs 2.6 s
-        # forward at 2x64x200x304), far more than the copy costs
+        # faster channels-last than on planes, far more than the copy costs
         x = x.contiguous(memory_format=torch.channels_last)
     out = F.conv2d(x, k_h, padding=(k_h.shape[-2] // 2, 0), groups=channels)
-    out = F.conv2d(out, k_w, padding=(0, k_w.shape[-1] // 2),
-                   groups=channels)
+    out = F.conv2d(out, k_w, padding=(0, k_w.shape[-1] // 2), groups=channels)
     if local_kernel is not None:
         out = out + _local(x, local_kernel)
     return out
@@ -226,8 +228,9 @@ def _kernel_spectrum(k_h: Tensor, k_w: Tensor, local_kernel: Optional[Tensor],
     (height, width), (n_h, n_w) = size, fft_shape
     c_h = _circular(k_h[:, 0, :, 0], n_h, 1, height)
     c_w = _circular(k_w[:, 0, 0, :], n_w, 1, width)
-    spectrum = torch.fft.fft(c_h, dim=1)[:, :, None] * torch.fft.rfft(
-        c_w, dim=1)[:, None, :]
+    spectrum = torch.fft.fft(
+        c_h, dim=1)[:, :, None] * torch.fft.rfft(
+            c_w, dim=1)[:, None, :]
     if local_kernel is not None:
         local = _circular(local_kernel[:, 0], n_h, 1, height)
         local = _circular(local, n_w, 2, width)
@@ -251,6 +254,21 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
+def _fft_correlation(x: Tensor, k_h: Tensor, k_w: Tensor,
+                     local_kernel: Optional[Tensor]) -> Tensor:
+    """The FFT path's forward pass in differentiable operators (in the
+    computation type; :class:`_FFTCorrelation` casts back)."""
+    height, width = x.shape[-2:]
+    shape = _fft_shape(x, k_h, k_w, local_kernel)
+    dtype = _compute_dtype(x)
+    kernel = _kernel_spectrum(
+        k_h.to(dtype), k_w.to(dtype),
+        None if local_kernel is None else local_kernel.to(dtype),
+        (height, width), shape)
+    spectrum = torch.fft.rfft2(x.to(dtype), s=shape) * kernel
+    return torch.fft.irfft2(spectrum, s=shape)[..., :height, :width]
+
+
 class _FFTCorrelation(torch.autograd.Function):
     """Depthwise "same" correlation with (k_h outer k_w) [+ local] by FFT.
 
@@ -270,15 +288,7 @@ class _FFTCorrelation(torch.autograd.Function):
 
     @staticmethod
     def _forward(x, k_h, k_w, local_kernel):
-        height, width = x.shape[-2:]
-        shape = _fft_shape(x, k_h, k_w, local_kernel)
-        dtype = _compute_dtype(x)
-        kernel = _kernel_spectrum(k_h.to(dtype), k_w.to(dtype),
-                                  None if local_kernel is None else
-                                  local_kernel.to(dtype), (height, width),
-                                  shape)
-        spectrum = torch.fft.rfft2(x.to(dtype), s=shape) * kernel
-        return torch.fft.irfft2(spectrum, s=shape)[..., :height, :width]
+        return _fft_correlation(x, k_h, k_w, local_kernel)
 
     @staticmethod
     def backward(ctx, grad):
@@ -307,30 +317,33 @@ class _FFTCorrelation(torch.autograd.Function):
             # kernel: multiply by the spectrum itself, not its conjugate
             kernel = _kernel_spectrum(k_h, k_w, local, (height, width),
                                       shape).conj()
-            grad_x = torch.fft.irfft2(grad_spectrum * kernel,
-                                      s=shape)[..., :height, :width]
+            grad_x = torch.fft.irfft2(
+                grad_spectrum * kernel, s=shape)[..., :height, :width]
         if any(needs[1:]):
             # d loss / d c[m] = sum_i g[i] x[i + m]: the correlation of x
             # with the gradient, summed over the batch, at every circular
             # offset m; read off at the offsets each kernel covers
             cross = torch.fft.irfft2(
                 (torch.fft.rfft2(x.to(dtype), s=shape) *
-                 grad_spectrum.conj()).sum(0), s=shape)
+                 grad_spectrum.conj()).sum(0),
+                s=shape)
             if needs[1] or needs[2]:
                 c_h = _circular(k_h[:, 0, :, 0], n_h, 1, height)
                 c_w = _circular(k_w[:, 0, 0, :], n_w, 1, width)
                 if needs[1]:
-                    grad_h = _taps(torch.einsum('chw,cw->ch', cross, c_w),
-                                   k_h.shape[-2], 1, height)
+                    grad_h = _taps(
+                        torch.einsum('chw,cw->ch', cross, c_w), k_h.shape[-2],
+                        1, height)
                     grad_h = grad_h[:, None, :, None]
                 if needs[2]:
-                    grad_w = _taps(torch.einsum('chw,ch->cw', cross, c_h),
-                                   k_w.shape[-1], 1, width)
+                    grad_w = _taps(
+                        torch.einsum('chw,ch->cw', cross, c_h), k_w.shape[-1],
+                        1, width)
                     grad_w = grad_w[:, None, None, :]
             if local is not None and needs[3]:
                 grad_local = _taps(
-                    _taps(cross, local.shape[-2], 1, height),
-                    local.shape[-1], 2, width)[:, None]
+                    _taps(cross, local.shape[-2], 1, height), local.shape[-1],
+                    2, width)[:, None]
         return grad_x, grad_h, grad_w, grad_local
 
 
@@ -343,7 +356,7 @@ def _taps(circular: Tensor, taps: int, dim: int, size: int) -> Tensor:
     return F.pad(values, pad + [centre - reach, taps - centre - reach - 1])
 
 
-# -- matmul path (exportable) --------------------------------------------------
+# -- matmul path (exportable) -------------------------------------------------
 
 
 def _resize_taps(kernel: Tensor, length) -> Tensor:
@@ -425,8 +438,9 @@ def _toeplitz_product(planes: Tensor, k_h: Tensor,
     vertical = _toeplitz_view(k_h, height)
     horizontal = _toeplitz_view(k_w, width)
     # seen as (C, N * H, W) the horizontal pass is one bmm
-    across = torch.bmm(planes.view(channels, batch * height, width),
-                       horizontal.transpose(1, 2))
+    across = torch.bmm(
+        planes.view(channels, batch * height, width),
+        horizontal.transpose(1, 2))
     across = across.view(channels, batch, height, width)
     return _by_plane(vertical, across), across
 
@@ -461,9 +475,10 @@ class _ToeplitzProduct(torch.autograd.Function):
         if needs_h:  # sum over the batch of G_n @ A_n^T
             matrices.append(vertical)
             kernels.append(k_h)
-            matrix_grads.append(sum(
-                torch.bmm(grad[:, n], across[:, n].transpose(1, 2))
-                for n in range(batch)))
+            matrix_grads.append(
+                sum(
+                    torch.bmm(grad[:, n], across[:, n].transpose(1, 2))
+                    for n in range(batch)))
         grad_planes = None
         if needs_planes or needs_w:
             grad_across = _by_plane(vertical.detach().transpose(1, 2), grad)
@@ -471,14 +486,16 @@ class _ToeplitzProduct(torch.autograd.Function):
             if needs_w:
                 matrices.append(horizontal)
                 kernels.append(k_w)
-                matrix_grads.append(torch.bmm(
-                    grad_across.transpose(1, 2),
-                    planes.view(channels, batch * height, width)))
+                matrix_grads.append(
+                    torch.bmm(
+                        grad_across.transpose(1, 2),
+                        planes.view(channels, batch * height, width)))
             if needs_planes:
                 grad_planes = torch.bmm(grad_across, horizontal.detach())
                 grad_planes = grad_planes.view(planes.shape)
-        kernel_grads = (torch.autograd.grad(matrices, kernels, matrix_grads)
-                        if matrices else ())
+        kernel_grads = (
+            torch.autograd.grad(matrices, kernels, matrix_grads)
+            if matrices else ())
         return (grad_planes, kernel_grads[0] if needs_h else None,
                 kernel_grads[-1] if needs_w else None)
 
@@ -504,41 +521,10 @@ def _matmul(x: Tensor, k_h: Tensor, k_w: Tensor,
     return out
 
 
-def is_exporting() -> bool:
-    """Whether the model is being exported (ONNX, torch.export)."""
-    if torch.onnx.is_in_onnx_export():
-        return True
-    compiler = getattr(torch, 'compiler', None)
-    exporting = getattr(compiler, 'is_exporting', None)
-    return bool(exporting and exporting())
-
-
-def autocast_dtype(x: Tensor) -> torch.dtype:
-    """The type autocast would run a matrix product of ``x`` in: its own
-    type where autocast is off on its device or leaves it alone (float64,
-    integers)."""
-    device_type = x.device.type
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return x.dtype
-    try:
-        if torch.is_autocast_enabled(device_type):
-            return torch.get_autocast_dtype(device_type)
-    except (TypeError, AttributeError):  # PyTorch < 2.4
-        if device_type == 'cpu' and torch.is_autocast_cpu_enabled():
-            return torch.get_autocast_cpu_dtype()
-        if device_type == 'cuda' and torch.is_autocast_enabled():
-            return torch.get_autocast_gpu_dtype()
-    return x.dtype
-
-
-def is_compiling() -> bool:
-    """Whether ``torch.compile`` (Dynamo) is tracing the model."""
-    compiler = getattr(torch, 'compiler', None)
-    compiling = getattr(compiler, 'is_compiling', None)
-    return bool(compiling and compiling())
-
-
-def choose_impl(x_shape, taps_h: int, taps_w: int, device_type: str,
+def choose_impl(x_shape,
+                taps_h: int,
+                taps_w: int,
+                device_type: str,
                 training: bool = False) -> str:
     """``'direct'``, ``'matmul'`` or ``'fft'`` for a shape on a device type.
 
@@ -589,6 +575,8 @@ def oversized_conv(x: Tensor,
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f'unknown oversized convolution implementation '
                          f'{impl!r}; expected one of {IMPLEMENTATIONS}')
+    if impl == 'auto' and not fast_paths_enabled():
+        impl = 'direct'
     if impl in ('matmul', 'auto') and is_exporting():
         return _traced_matmul(x, k_h, k_w, mode, local_kernel)
     height, width = x.shape[-2:]
@@ -596,11 +584,15 @@ def oversized_conv(x: Tensor,
         k_h = resize_kernel(k_h, 2 * height - 1, vertical=True)
         k_w = resize_kernel(k_w, 2 * width - 1, vertical=False)
     if impl == 'auto':
-        training = torch.is_grad_enabled() and (
-            x.requires_grad or k_h.requires_grad or k_w.requires_grad)
+        training = torch.is_grad_enabled() and (x.requires_grad
+                                                or k_h.requires_grad
+                                                or k_w.requires_grad)
         impl = choose_impl(x.shape, k_h.shape[-2], k_w.shape[-1],
                            x.device.type, training)
     if impl == 'fft':
+        if is_compiling() or torch.jit.is_tracing():  # plain ops for them
+            with torch.autocast(x.device.type, enabled=False):
+                return _fft_correlation(x, k_h, k_w, local_kernel).to(x.dtype)
         return _FFTCorrelation.apply(x, k_h, k_w, local_kernel)
     if impl == 'matmul':
         return _matmul(x, k_h, k_w, local_kernel)

@@ -1,0 +1,111 @@
+"""PyTorch calls outside its stable API, and PyTorch bugs worked around.
+
+Each entry says why it is used, and what happens where it is missing. Only
+fast paths (:mod:`.runtime`) call the private operators; the workarounds
+use public operators, so that the reference computation runs on every
+supported PyTorch with public operators only.
+
+Private or unstable operators:
+
+- ``torch._C._nn.gelu_``: GELU in place. ``F.gelu`` has no in-place form,
+  and on fresh intermediates a second map costs page faults on the CPU.
+- ``torch.ops.mkldnn._linear_pointwise``: oneDNN's GEMM,
+  the op Inductor emits for CPU linear layers; faster than MKL's on the
+  CPUs measured (:mod:`.fused_linear`). Missing in builds without oneDNN.
+- ``torch.ops.aten.gelu_backward.grad_input``: GELU's derivative written
+  into a given tensor (:mod:`.gated_linear`'s blocks of rows).
+
+Workarounds (probed once at import, on the CPU in float32):
+
+- ``F.layer_norm`` of a constant vector is not exactly zero on older
+  PyTorch (2.1.2: 0.0477 for a constant 16-vector at eps 1e-14), which the
+  channel norm's tiny eps blows up: :data:`LAYER_NORM_IS_EXACT`.
+- GELU's backward on the CPU is wrong on older PyTorch (2.1.2) when the
+  incoming gradient is laid out differently from the input: values of 1e30
+  in float32. The spatial gate unit meets exactly that case (GELU on
+  channel-major planes, the gradient coming back channels-last), so
+  training diverged at the first step: :func:`stride_safe_gelu`.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .runtime import plain_ops_needed
+
+
+def gelu_(x: Tensor) -> Tensor:
+    """GELU in place (exact, erf-based)."""
+    inplace = getattr(torch._C._nn, 'gelu_', None)
+    return inplace(x) if inplace is not None else x.copy_(F.gelu(x))
+
+
+def gelu_backward_into(grad: Tensor, x: Tensor, out: Tensor) -> Tensor:
+    """``grad * GELU'(x)`` written into ``out``."""
+    return torch.ops.aten.gelu_backward.grad_input(grad, x, grad_input=out)
+
+
+def _onednn_linear_op():
+    try:
+        op = torch.ops.mkldnn._linear_pointwise
+    except (AttributeError, RuntimeError):  # a build without oneDNN's ops
+        return None
+    return op
+
+
+ONEDNN_LINEAR = _onednn_linear_op()
+
+
+def onednn_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``x W^T + b`` by oneDNN's GEMM (no post-op)."""
+    return ONEDNN_LINEAR(x, weight, bias, 'none', [], '')
+
+
+def _layer_norm_is_exact() -> bool:
+    probe = torch.full((1, 64), 3.7)
+    return bool((F.layer_norm(probe, (64, ), eps=1e-14) == 0).all())
+
+
+LAYER_NORM_IS_EXACT = _layer_norm_is_exact()
+
+
+def _gelu_derivative(x: Tensor) -> Tensor:
+    """GELU'(x) = Phi(x) + x phi(x), in public operators."""
+    cdf = 0.5 * (1 + torch.erf(x * 0.7071067811865476))
+    pdf = torch.exp(-0.5 * x * x) * 0.3989422804014327
+    return cdf + x * pdf
+
+
+def _gelu_backward_is_exact() -> bool:
+    x = torch.linspace(-3, 3, 64).view(8, 8).requires_grad_()
+    grad = torch.linspace(-1, 1, 64).view(8, 8).t()
+    got, = torch.autograd.grad(F.gelu(x), x, grad)
+    want = grad * _gelu_derivative(x.detach())
+    return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5))
+
+
+GELU_BACKWARD_IS_EXACT = _gelu_backward_is_exact()
+
+
+class _StrideSafeGELU(torch.autograd.Function):
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return F.gelu(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, = ctx.saved_tensors
+        return grad * _gelu_derivative(x)
+
+
+def stride_safe_gelu(x: Tensor) -> Tensor:
+    """``F.gelu(x)``; where its backward is wrong for mismatched layouts
+    (see the module docstring) and autograd records, a function whose
+    backward is written out in public operators."""
+    if GELU_BACKWARD_IS_EXACT or not (torch.is_grad_enabled() and
+                                      x.requires_grad) or plain_ops_needed():
+        return F.gelu(x)
+    return _StrideSafeGELU.apply(x)
