@@ -19,15 +19,15 @@ def ship_configs():
     ship theirs, so that an installed package finds them
     (:mod:`mmparcnet.resources`; a checkout uses configs/ directly)."""
     source = osp.join(HERE, 'configs')
-    if not osp.isdir(source):  # building from an sdist: already copied
-        return []
     target = osp.join(HERE, 'mmparcnet', '.mim', 'configs')
-    shutil.rmtree(target, ignore_errors=True)
-    shutil.copytree(
-        source, target, ignore=shutil.ignore_patterns('__pycache__'))
+    if osp.isdir(source):  # else: building from an sdist, copied already
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(
+            source, target, ignore=shutil.ignore_patterns('__pycache__'))
     return [
         osp.relpath(path, osp.join(HERE, 'mmparcnet'))
-        for path in glob.glob(osp.join(target, '**', '*.py'), recursive=True)
+        for pattern in ('*.py', '*.yml')
+        for path in glob.glob(osp.join(target, '**', pattern), recursive=True)
     ]
 
 

@@ -40,8 +40,17 @@ find_python() {  # a python$1 that runs: on PATH, else a pyenv version
   return 1
 }
 python=${PYTHON:-$(find_python "${python_version:-3}" || true)}
+# a pin file may name other interpreters its versions have wheels for
+fallbacks=$(sed -nE 's/^# python-fallback: *(.*)/\1/p' "$pins" | head -n1)
+for version in $fallbacks; do
+  [[ -n "$python" ]] && break
+  python=$(find_python "$version" || true)
+  [[ -n "$python" ]] && echo "[setup-env] warning: no python$python_version," \
+    "using $python ($pins is tested with $python_version)" >&2
+done
 [[ -n "$python" ]] || { echo "setup-env: $pins asks for Python $python_version," \
-  "but no python$python_version runs here (pyenv install $python_version?)" >&2; exit 1; }
+  "but no python$python_version runs here (pyenv install $python_version," \
+  "or PYTHON=/path/to/python)" >&2; exit 1; }
 
 log() { echo "[setup-env] $(basename "$venv"): $*"; }
 

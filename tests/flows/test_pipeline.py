@@ -78,6 +78,13 @@ def test_detector_starts_from_the_classifier_backbone(pipeline):
     # every trunk tensor arrives unchanged; the detector's output norms are
     # new
     assert set(received) - set(handed) == {f'norm{i}.weight' for i in range(4)}
+    # and the fine-tuning run itself (mim train mmdet, its own options)
+    # started from the same checkpoint
+    with open(steps.path('detector_train.log')) as handle:
+        log = handle.read()
+    assert f'loaded {len(handed)} tensors into ParCNetV2 from {classifier}' \
+        in log
+    assert 'oversized kernels stored at [31, 15, 7, 3] taps' in log
     for key, value in handed.items():
         assert torch.equal(received[key], value), key
 

@@ -304,8 +304,8 @@ class ParCNetV2(BaseModule):
             classifier's final norm) instead of the dense feature map after a
             channel norm. Use with ``out_indices=(3, )`` for classification.
             Defaults to False.
-        oversized_conv_impl (str): how the oversized convolution (with the
-            7x7 branch) is computed: ``'direct'`` (depthwise convolutions, as
+        oversized_conv_impl (str): how the oversized convolution is
+            computed: ``'direct'`` (depthwise convolutions, as
             the reference code), ``'matmul'`` (Toeplitz GEMMs), ``'fft'``
             (FFT, O(HW log HW)) or ``'auto'`` (per shape and device, see
             :func:`~mmparcnet.models.layers.oversized_conv.choose_impl`).

@@ -42,10 +42,11 @@ picks how it is evaluated, and the result is the same up to rounding:
   N_h x N_w (about 2H x 2W), and one 2-D real FFT, a product with the
   kernel spectrum, and one inverse FFT give the result in O(HW log HW). The
   separable kernel's spectrum is the outer product of its two 1-D spectra,
-  and the block's 7x7 local depthwise kernel, passed as ``local_kernel``,
-  rides in the same spectrum for free. A custom autograd function computes
-  in float32 (also under fp16/bf16 autocast, returning the input dtype) and
-  saves its inputs rather than spectra, recomputing them in the backward.
+  and a local depthwise kernel passed as ``local_kernel`` (such as the
+  block's 7x7 one) rides in the same spectrum for free. A custom autograd
+  function computes in float32 (also under fp16/bf16 autocast, returning the
+  input dtype) and saves its inputs rather than spectra, recomputing them in
+  the backward.
 - ``'matmul'``: each 1-D correlation as a product with its Toeplitz matrix
   ``T[i, t] = k[t - i + centre]``: per channel ``T_h @ X @ T_w^T``, two
   batched GEMMs. That is H + W multiply-adds per output element, half the
@@ -575,10 +576,12 @@ def oversized_conv(x: Tensor,
     if impl not in IMPLEMENTATIONS:
         raise ValueError(f'unknown oversized convolution implementation '
                          f'{impl!r}; expected one of {IMPLEMENTATIONS}')
-    if impl == 'auto' and not fast_paths_enabled():
-        impl = 'direct'
+    # exporting first: the only formulation whose graph resizes the kernels
+    # for any input, whatever the fast-path switch says
     if impl in ('matmul', 'auto') and is_exporting():
         return _traced_matmul(x, k_h, k_w, mode, local_kernel)
+    if impl == 'auto' and not fast_paths_enabled():
+        impl = 'direct'
     height, width = x.shape[-2:]
     if mode == 'interpolate':
         k_h = resize_kernel(k_h, 2 * height - 1, vertical=True)

@@ -22,9 +22,10 @@ Workarounds (probed once at import, on the CPU in float32):
   channel norm's tiny eps blows up: :data:`LAYER_NORM_IS_EXACT`.
 - GELU's backward on the CPU is wrong on older PyTorch (2.1.2) when the
   incoming gradient is laid out differently from the input: values of 1e30
-  in float32. The spatial gate unit meets exactly that case (GELU on
-  channel-major planes, the gradient coming back channels-last), so
-  training diverged at the first step: :func:`stride_safe_gelu`.
+  in float32. The spatial gate unit meets that case (GELU on channel-major
+  planes, the gradient coming back in another layout), so training diverged
+  at the first step: :func:`stride_safe_gelu` (CPU only; the channel unit's
+  GELU input is never laid out so).
 """
 from typing import Optional
 
@@ -63,7 +64,7 @@ def onednn_linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
 
 
 def _layer_norm_is_exact() -> bool:
-    probe = torch.full((1, 64), 3.7)
+    probe = torch.full((1, 64), 3.7, dtype=torch.float32, device='cpu')
     return bool((F.layer_norm(probe, (64, ), eps=1e-14) == 0).all())
 
 
@@ -71,17 +72,24 @@ LAYER_NORM_IS_EXACT = _layer_norm_is_exact()
 
 
 def _gelu_derivative(x: Tensor) -> Tensor:
-    """GELU'(x) = Phi(x) + x phi(x), in public operators."""
-    cdf = 0.5 * (1 + torch.erf(x * 0.7071067811865476))
-    pdf = torch.exp(-0.5 * x * x) * 0.3989422804014327
-    return cdf + x * pdf
+    """GELU'(x) = Phi(x) + x phi(x), in public operators, in float32 at
+    least (as the native kernel computes)."""
+    wide = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    cdf = 0.5 * (1 + torch.erf(wide * 0.7071067811865476))
+    pdf = torch.exp(-0.5 * wide * wide) * 0.3989422804014327
+    return cdf + wide * pdf
 
 
 def _gelu_backward_is_exact() -> bool:
-    x = torch.linspace(-3, 3, 64).view(8, 8).requires_grad_()
-    grad = torch.linspace(-1, 1, 64).view(8, 8).t()
-    got, = torch.autograd.grad(F.gelu(x), x, grad)
-    want = grad * _gelu_derivative(x.detach())
+    # whatever the caller's grad mode, default dtype or device
+    with torch.inference_mode(False), torch.enable_grad():
+        x = torch.linspace(
+            -3, 3, 64, dtype=torch.float32,
+            device='cpu').view(8, 8).requires_grad_()
+        grad = torch.linspace(
+            -1, 1, 64, dtype=torch.float32, device='cpu').view(8, 8).t()
+        got, = torch.autograd.grad(F.gelu(x), x, grad)
+        want = grad * _gelu_derivative(x.detach())
     return bool(torch.allclose(got, want, rtol=1e-4, atol=1e-5))
 
 
@@ -98,14 +106,14 @@ class _StrideSafeGELU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, = ctx.saved_tensors
-        return grad * _gelu_derivative(x)
+        return (grad * _gelu_derivative(x)).to(grad.dtype)
 
 
 def stride_safe_gelu(x: Tensor) -> Tensor:
     """``F.gelu(x)``; where its backward is wrong for mismatched layouts
     (see the module docstring) and autograd records, a function whose
     backward is written out in public operators."""
-    if GELU_BACKWARD_IS_EXACT or not (torch.is_grad_enabled() and
-                                      x.requires_grad) or plain_ops_needed():
+    if GELU_BACKWARD_IS_EXACT or x.device.type != 'cpu' or not (
+            torch.is_grad_enabled() and x.requires_grad) or plain_ops_needed():
         return F.gelu(x)
     return _StrideSafeGELU.apply(x)
