@@ -110,7 +110,10 @@ def _restricted_allowlist() -> dict:
     for name in _TORCH_REBUILD:
         if hasattr(torch._utils, name):
             allowed[('torch._utils', name)] = getattr(torch._utils, name)
+    # as in torch's own weights_only allowlist (MMDetection's checkpoints
+    # hold a Counter after fine-tuning)
     allowed[('collections', 'OrderedDict')] = collections.OrderedDict
+    allowed[('collections', 'Counter')] = collections.Counter
     allowed[('torch', 'Size')] = torch.Size
     allowed[('torch', 'device')] = torch.device
     # numpy arrays pickle their bytes through _codecs.encode (a plain

@@ -188,6 +188,8 @@ def test_numpy_values_load_safely(tmp_path):
 # the same files as the weights_only path.
 def test_restricted_unpickler_loads_what_weights_only_loads(
         runner_checkpoint, published_checkpoint, tmp_path):
+    import collections
+
     import numpy as np
 
     from mmparcnet.checkpoint.safe_io import load_restricted
@@ -213,9 +215,11 @@ def test_restricted_unpickler_loads_what_weights_only_loads(
             'b': np.float32(2.5),
             'p': torch.nn.Parameter(torch.ones(2)),
             'dtype': torch.float16,
-            'size': torch.Size([2, 3])
+            'size': torch.Size([2, 3]),
+            'counts': collections.Counter(square=2, disc=1),
         }, numpy_file)
     loaded = load_restricted(str(numpy_file))
+    assert loaded['counts'] == collections.Counter(square=2, disc=1)
     assert loaded['a'].tolist() == [0., 1., 2.] and loaded['b'] == 2.5
     assert loaded['dtype'] is torch.float16 and loaded['size'] == (2, 3)
 
