@@ -121,10 +121,7 @@ def save_initialised(config: str,
     from mmengine.runner import save_checkpoint
 
     import mmparcnet  # noqa: F401
-    module = importlib.import_module({
-        'mmdet': 'mmdet',
-        'mmpretrain': 'mmpretrain'
-    }[toolbox])
+    module = importlib.import_module(toolbox)
     importlib.import_module(f'{module.__name__}.utils').register_all_modules()
     cfg = Config.fromfile(config)
     cfg.merge_from_dict(options or {})
