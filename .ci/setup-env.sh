@@ -83,6 +83,22 @@ pin() {  # the requirement line for one package, e.g. `pin torch` -> torch==2.14
 version_of() { pin "$1" | sed -E 's/^[^=]*==//'; }
 pinned() { grep -qiE "^$1([=<>!~ ]|$)" "$pins"; }  # optional packages
 
+# PyPI's torch for Linux x86_64 is a CUDA build: a venv takes 5-6.5 GB, and
+# about 7.6 GB at the peak of its install (measured). Say so before starting
+# rather than die half-way with "No space left on device".
+need_gb=${MMPARCNET_MIN_FREE_GB:-8}
+mkdir -p "$(dirname "$venv")"
+free_gb=$(df -Pk "$(dirname "$venv")" | awk 'NR == 2 {print int($4 / 1048576)}')
+if [[ -d "$venv" ]]; then  # the old venv is replaced: its space comes back
+  free_gb=$((free_gb + $(du -sk "$venv" | awk '{print int($1 / 1048576)}')))
+fi
+if ((free_gb < need_gb)); then
+  echo "setup-env: building $venv needs about $need_gb GB free on its" \
+    "file system, and $free_gb GB are free. Free some space, or put the venv" \
+    "elsewhere with VENV=/path (MMPARCNET_MIN_FREE_GB lowers the check)." >&2
+  exit 1
+fi
+
 log "creating $venv with $python"
 rm -rf "$venv"
 "$python" -m venv "$venv"

@@ -1,6 +1,6 @@
 """``mmparcnet-benchmark``: how fast ParCNetV2 runs, measured on this device.
 
-Two parts, one run:
+Three parts, one run:
 
 1. the oversized convolution alone, every implementation (direct, FFT,
    matmul) forward and forward+backward at the four stage shapes
@@ -15,7 +15,14 @@ Two parts, one run:
    through ``torch.compile`` instead (compilation left out of the timing).
    Peak memory comes from the CUDA allocator during the timed calls; on the
    CPU, where PyTorch counts nothing, from the resident set of a fresh
-   process that runs each backbone once more (see :mod:`.resident_memory`).
+   process that runs each backbone once more (see :mod:`.resident_memory`);
+3. deployment: ParCNetV2-T and ConvNeXt-T exported with ``torch.onnx.export``
+   (the legacy exporter, as MMDeploy calls it; opset 17), once for each input
+   size and once with dynamic height and width, run in ONNX Runtime with
+   default session options beside eager PyTorch, all timed in turns, batch
+   1, at the classification size (224x224) and the detection size; each
+   export's largest difference from eager is reported too. It needs
+   onnxruntime (left out of the default parts where it is missing).
 
 It prints a table and writes JSON. It needs PyTorch and mmengine (for the
 backbone's base class); ConvNeXt-T and Swin-T come from mmpretrain, or from
@@ -25,14 +32,18 @@ bare GPU box), carry these wheels and put them on PYTHONPATH: mmengine
 opencv are usually there already).
 """
 import argparse
+import contextlib
+import inspect
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from typing import Callable, Dict, List, Optional
+import warnings
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -202,12 +213,15 @@ def build_backbones(names: List[str]):
     return {name: builders[name] for name in names}, source
 
 
-def measure_interleaved(fns: Dict[str, Callable[[],
-                                                None]], device: torch.device,
-                        warmup: int, repeats: int) -> Dict[str, dict]:
+def measure_interleaved(fns: Dict[str, Callable[[], None]],
+                        device: torch.device,
+                        warmup: int,
+                        repeats: int,
+                        pause: float = 0.) -> Dict[str, dict]:
     """Like :func:`measure` for several functions, timed in turns (one call
     of each per round), so that a change in the machine's load over the run
-    (other tenants of a shared host) reaches all of them alike."""
+    (other tenants of a shared host) reaches all of them alike; ``pause``
+    seconds of idling before each timed call."""
     times = {name: [] for name in fns}
     peaks = {name: None for name in fns}
     for round_index in range(warmup + repeats):
@@ -215,6 +229,7 @@ def measure_interleaved(fns: Dict[str, Callable[[],
             if round_index < warmup:
                 fn()
                 continue
+            time.sleep(pause)
             one = measure(fn, device, 0, 1)
             times[name].append(one['ms'])
             if one['peak_mib'] is not None:
@@ -399,6 +414,150 @@ def bench_backbones(device,
     return rows
 
 
+# -- part 3: exported models in ONNX Runtime ---------------------------------
+
+ONNX_BACKBONES = ('ParCNetV2-T', 'ConvNeXt-T')
+ONNX_RUNTIMES = ('eager', 'onnx_fixed', 'onnx_dynamic')
+ONNX_OPSET = 17
+ONNX_PAUSE = 0.05  # seconds before each timed session call
+
+
+def export_onnx(model, path: str, example: torch.Tensor,
+                dynamic: bool) -> None:
+    """``torch.onnx.export`` as a deployment would call it: the legacy
+    exporter, opset 17, height and width dynamic or fixed to ``example``'s."""
+    kwargs = dict(input_names=['image'], opset_version=ONNX_OPSET)
+    if 'dynamo' in inspect.signature(torch.onnx.export).parameters:
+        kwargs['dynamo'] = False  # the default from PyTorch 2.9
+    if dynamic:
+        kwargs['dynamic_axes'] = {'image': {2: 'height', 3: 'width'}}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter('ignore')  # tracer warnings on shape checks
+        torch.onnx.export(model, (example, ), path, **kwargs)
+
+
+def onnx_providers(device: torch.device) -> List[str]:
+    import onnxruntime
+    available = onnxruntime.get_available_providers()
+    if device.type == 'cuda' and 'CUDAExecutionProvider' in available:
+        return ['CUDAExecutionProvider', 'CPUExecutionProvider']
+    return ['CPUExecutionProvider']
+
+
+def bench_onnx(device,
+               sizes: List[Tuple[int, int]],
+               warmup,
+               repeats,
+               names=ONNX_BACKBONES) -> List[dict]:
+    """Each backbone in eager PyTorch, and exported for a fixed size and
+    with dynamic height and width, in ONNX Runtime, at each size, batch 1,
+    all timed in turns (:func:`measure_interleaved`). The dynamic export is
+    made once, at 224x224; the fixed ones at the size they run. ONNX Runtime
+    takes its CUDA provider where ``device`` is CUDA and the provider is
+    installed, its CPU provider otherwise (and eager runs there too)."""
+    import onnxruntime
+    providers = onnx_providers(device)
+    if providers[0] == 'CPUExecutionProvider':
+        device = torch.device('cpu')
+    builders, source = build_backbones(list(names))
+    models = {}
+    for name, build in builders.items():
+        models[name] = build().to(device)
+        models[name].eval()  # (mmpretrain's train() returns None)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+
+        def session(name, kind, example):
+            path = os.path.join(
+                tmp, f'{name}-{kind}-{"x".join(map(str, example.shape))}.onnx')
+            export_onnx(models[name], path, example.cpu(),
+                        kind == 'onnx_dynamic')
+            return onnxruntime.InferenceSession(path, providers=providers)
+
+        dynamic = {
+            name: session(name, 'onnx_dynamic', torch.randn(1, 3, 224, 224))
+            for name in models
+        }
+        for height, width in sizes:
+            x = torch.randn(1, 3, height, width, device=device)
+            feed = {'image': x.cpu().numpy()}
+            fns, diffs = {}, {}
+            for name, model in models.items():
+                with torch.no_grad():
+                    expected = [o.cpu().numpy() for o in model(x)]
+                sessions = dict(
+                    onnx_fixed=session(name, 'onnx_fixed', x),
+                    onnx_dynamic=dynamic[name])
+                for kind, sess in sessions.items():
+                    outs = sess.run(None, feed)
+                    diffs[name, kind] = max(
+                        float(abs(out - ref).max())
+                        for out, ref in zip(outs, expected))
+                    fns[name, kind] = (lambda sess=sess: sess.run(None, feed))
+
+                def eager(model=model):
+                    with torch.no_grad():
+                        model(x)
+
+                fns[name, 'eager'] = eager
+            # eager and ONNX Runtime in separate turns: each session keeps
+            # its own thread pool, whose threads spin for a while after a
+            # run and slow down whatever runs next (PyTorch's OpenMP threads
+            # most); a pause before each session's call lets the previous
+            # pool go idle, as it would be in a deployment
+            timed = measure_interleaved(
+                {
+                    k: f
+                    for k, f in fns.items() if k[1] == 'eager'
+                }, device, warmup, repeats)
+            timed.update(
+                measure_interleaved(
+                    {
+                        k: f
+                        for k, f in fns.items() if k[1] != 'eager'
+                    },
+                    device,
+                    warmup,
+                    repeats,
+                    pause=ONNX_PAUSE))
+            for name in models:
+                row = dict(
+                    backbone=name,
+                    input=f'{height}x{width}',
+                    source=('mmparcnet'
+                            if name.startswith('ParCNetV2') else source))
+                for kind in ONNX_RUNTIMES:
+                    row[f'{kind}_ms'] = timed[name, kind]['ms']
+                    if kind != 'eager':
+                        row[f'{kind}_max_diff'] = diffs[name, kind]
+                rows.append(row)
+            print(
+                f'  measured {", ".join(models)} exported, at '
+                f'{height}x{width}',
+                file=sys.stderr,
+                flush=True)
+    for row in rows:
+        base = next(
+            (r for r in rows
+             if r['backbone'] == 'ConvNeXt-T' and r['input'] == row['input']),
+            None)
+        if base:
+            for kind in ONNX_RUNTIMES:
+                row[f'{kind}_ms_vs_convnext'] = (
+                    row[f'{kind}_ms'] / base[f'{kind}_ms'])
+    return rows
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``platform.processor()`` is often empty)."""
+    with contextlib.suppress(OSError):
+        with open('/proc/cpuinfo') as file:
+            for line in file:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
 # -- report -------------------------------------------------------------------
 
 
@@ -451,6 +610,30 @@ def print_report(result: dict) -> None:
                   f'{_fmt(row.get("fwdbwd_ms_vs_convnext"), ".2f"):>6} '
                   f'{_fmt(row["fwdbwd_peak_mib"], ".0f"):>9} '
                   f'{_fmt(row.get("fwdbwd_peak_mib_vs_convnext"), ".2f"):>6}')
+    if result.get('onnx'):
+        print_onnx_report(result)
+
+
+def print_onnx_report(result: dict) -> None:
+    print(f'\nExported (torch.onnx.export, legacy exporter, opset '
+          f'{ONNX_OPSET}) in ONNX Runtime {result["onnxruntime"]} '
+          f'({result["onnx_provider"]}, default session options) beside '
+          f'eager PyTorch, batch 1 (ms, median; ratios to ConvNeXt-T in the '
+          f'same runtime; fixed: exported at the size it runs, dynamic: '
+          f'exported once with dynamic height and width; diff: largest '
+          f'|ONNX - eager| over the outputs)')
+    print(f'{"input":>9} {"backbone":12} {"eager":>8} {"ratio":>6} '
+          f'{"fixed":>8} {"ratio":>6} {"dynamic":>8} {"ratio":>6} '
+          f'{"diff fixed":>10} {"dynamic":>8}')
+    for row in result['onnx']:
+        cells = [f'{row["input"]:>9} {row["backbone"]:12}']
+        for kind in ONNX_RUNTIMES:
+            cells.append(
+                f'{_fmt(row[kind + "_ms"]):>8} '
+                f'{_fmt(row.get(kind + "_ms_vs_convnext"), ".2f"):>6}')
+        cells.append(f'{row["onnx_fixed_max_diff"]:>10.1e} '
+                     f'{row["onnx_dynamic_max_diff"]:>8.1e}')
+        print(' '.join(cells))
 
 
 def parse_args(argv=None):
@@ -480,8 +663,15 @@ def parse_args(argv=None):
     parser.add_argument(
         '--parts',
         nargs='+',
-        default=['conv', 'backbones'],
-        choices=['conv', 'backbones'])
+        default=None,
+        choices=['conv', 'backbones', 'onnx'],
+        help='default: all three (onnx only where onnxruntime is installed)')
+    parser.add_argument(
+        '--onnx-sizes',
+        nargs='+',
+        default=None,
+        metavar='HxW',
+        help='input sizes of the onnx part; default: 224x224 and --size')
     parser.add_argument(
         '--backbones',
         nargs='+',
@@ -515,6 +705,23 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def _has_onnxruntime() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _parse_size(text: str) -> Tuple[int, int]:
+    try:
+        height, width = (int(v) for v in text.lower().split('x'))
+    except ValueError:
+        raise SystemExit(f'--onnx-sizes: {text!r} is not HxW, such as '
+                         '224x224') from None
+    return height, width
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.device == 'auto':
@@ -526,11 +733,20 @@ def main(argv=None) -> int:
     backbone_batch = args.backbone_batch or (2 if cuda else 1)
     dtypes = args.dtypes or (['fp32', 'bf16'] if cuda else ['fp32'])
     height, width = args.size
+    parts = args.parts or ['conv', 'backbones'
+                           ] + (['onnx'] if _has_onnxruntime() else [])
+    if 'onnx' in parts and not _has_onnxruntime():
+        raise SystemExit('the onnx part needs onnxruntime: pip install '
+                         'onnxruntime, or leave it out with --parts')
+    onnx_sizes = [
+        _parse_size(text)
+        for text in (args.onnx_sizes or ['224x224', f'{height}x{width}'])
+    ]
     torch.manual_seed(0)
     result = dict(
         device=args.device,
         device_name=(torch.cuda.get_device_name(device)
-                     if cuda else platform.processor() or platform.machine()),
+                     if cuda else cpu_name()),
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         input=f'{height}x{width}',
@@ -539,10 +755,10 @@ def main(argv=None) -> int:
         warmup=warmup,
         repeats=repeats,
         compile=args.compile)
-    if 'conv' in args.parts:
+    if 'conv' in parts:
         result['oversized_conv'] = bench_oversized_conv(
             device, args.conv_batch, height, width, warmup, repeats)
-    if 'backbones' in args.parts:
+    if 'backbones' in parts:
         result['backbones'] = bench_backbones(
             device,
             backbone_batch,
@@ -558,6 +774,13 @@ def main(argv=None) -> int:
                 row.get('fwdbwd_peak_mib') is not None
                 for row in result['backbones']):
             result['memory'] = device.type
+    if 'onnx' in parts:
+        import onnxruntime
+        result.update(
+            onnxruntime=onnxruntime.__version__,
+            onnx_provider=onnx_providers(device)[0],
+            onnx=bench_onnx(device, list(dict.fromkeys(onnx_sizes)), warmup,
+                            repeats))
     print_report(result)
     text = json.dumps(result, indent=2)
     if args.json:

@@ -6,7 +6,10 @@ import onnxruntime
 import pytest
 import torch
 
+from mmparcnet.checkpoint.loading import load_state_into
 from mmparcnet.models import ParCNetV2, ParCNetV2Classifier
+from mmparcnet.models.layers import oversized_conv as oversized_conv_module
+from mmparcnet.models.layers import pointwise, runtime
 from mmparcnet.models.layers.oversized_conv import oversized_conv
 
 SMALL = dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32])
@@ -35,8 +38,8 @@ def export(model, path, dynamo):
             input_names=['image'],
             dynamo=True,
             dynamic_shapes=({
-                2: dim('height', min=16, max=4096),
-                3: dim('width', min=16, max=4096)
+                2: dim('height', min=3, max=4096),
+                3: dim('width', min=3, max=4096)
             }, ))
     else:
         # the keyword exists from PyTorch 2.5, with the legacy exporter the
@@ -73,8 +76,9 @@ def test_backbone_exports_and_runs_at_other_sizes(tmp_path, dynamo, mode):
     torch.manual_seed(0)
     model = ParCNetV2(SMALL, kernel_mode=mode, pretrain_size=64).eval()
     session = export(model, tmp_path / 'backbone.onnx', dynamo)
-    # neither is the export size, one is larger than the pretraining size
-    check_sizes(session, model, [(80, 48), (123, 201)])
+    # none is the export size, one is larger than the pretraining size, one
+    # has maps of one pixel (a one-tap kernel) in height and in width
+    check_sizes(session, model, [(80, 48), (123, 201), (3, 17), (17, 3)])
 
 
 @EXPORTERS
@@ -105,3 +109,61 @@ def test_matmul_formulation_equals_direct():
             ]
             for a, b in zip(*grads):
                 torch.testing.assert_close(b, a)
+
+
+def brute_force_toeplitz(kernel, size, centre):
+    channels, taps = kernel.shape
+    matrix = torch.zeros(channels, size, size, dtype=kernel.dtype)
+    for i in range(size):
+        for t in range(size):
+            if 0 <= t - i + centre < taps:
+                matrix[:, i, t] = kernel[:, t - i + centre]
+    return matrix
+
+
+@pytest.mark.parametrize('taps,size', [(7, 4), (7, 1), (3, 9), (15, 8),
+                                       (1, 3)])
+def test_exported_toeplitz_matrices_hold_the_taps_at_each_offset(taps, size):
+    kernel = torch.randn(3, taps)
+    for centre in {taps // 2, 0, taps - 1}:
+        window = oversized_conv_module._window(kernel, size, centre)
+        built = oversized_conv_module._toeplitz(window, size)
+        torch.testing.assert_close(
+            built, brute_force_toeplitz(kernel, size, centre), rtol=0, atol=0)
+
+
+@pytest.fixture
+def export_forms(monkeypatch):
+    """The forms the layers take while exporting, run eagerly."""
+    for module in (runtime, pointwise, oversized_conv_module):
+        monkeypatch.setattr(module, 'is_exporting', lambda: True)
+
+
+@pytest.mark.parametrize('mode', ['interpolate', 'fixed'])
+def test_export_forms_match_the_reference_fixtures(reference, reference_arch,
+                                                   export_forms, mode):
+    model = ParCNetV2(
+        reference_arch,
+        pretrain_size=reference['config']['pretrain_size'],
+        kernel_mode=mode).eval()
+    load_state_into(model, dict(reference['official_det_state_dict']))
+    expected = reference['feats_fixed_kernel' if mode ==
+                         'fixed' else 'feats_interpolated_kernel']
+    with torch.no_grad():
+        outs = model(reference['x'])
+    for out, ref in zip(outs, expected):
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_export_forms_equal_the_plain_computation(monkeypatch):
+    torch.manual_seed(0)
+    model = ParCNetV2(SMALL, pretrain_size=64).eval()
+    # batch 2 and an odd size: the forms must not assume a batch of one
+    x = torch.randn(2, 3, 45, 70)
+    with torch.no_grad(), runtime.fast_paths(False):
+        plain = model(x)
+        for module in (runtime, pointwise, oversized_conv_module):
+            monkeypatch.setattr(module, 'is_exporting', lambda: True)
+        exported = model(x)
+    for a, b in zip(exported, plain):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

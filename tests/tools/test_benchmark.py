@@ -13,7 +13,8 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
     assert benchmark.main([
         '--device', 'cpu', '--size', '64', '96', '--conv-batch', '1',
         '--dtypes', 'fp32', 'bf16', '--repeats', '1', '--warmup', '0',
-        '--backbones', 'ParCNetV2-T', 'ConvNeXt-T', '--json',
+        '--backbones', 'ParCNetV2-T', 'ConvNeXt-T', '--onnx-sizes', '64x96',
+        '--json',
         str(out)
     ]) == 0
     result = json.loads(out.read_text())
@@ -44,7 +45,24 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
         assert result['memory'] == 'cpu'
         assert all(0 < r['fwd_peak_mib'] < r['fwdbwd_peak_mib']
                    for r in rows.values())
-    assert 'Detection backbones' in capsys.readouterr().out
+    exported = {(r['backbone'], r['input']): r for r in result['onnx']}
+    assert set(exported) == {('ParCNetV2-T', '64x96'), ('ConvNeXt-T', '64x96')}
+    ours, theirs = exported['ParCNetV2-T', '64x96'], exported['ConvNeXt-T',
+                                                              '64x96']
+    for kind in ('eager', 'onnx_fixed', 'onnx_dynamic'):
+        assert ours[f'{kind}_ms_vs_convnext'] == pytest.approx(
+            ours[f'{kind}_ms'] / theirs[f'{kind}_ms'])
+    for row in exported.values():  # the exports agree with eager
+        assert row['onnx_fixed_max_diff'] < 1e-4
+        assert row['onnx_dynamic_max_diff'] < 1e-4
+    assert result['onnx_provider'] == 'CPUExecutionProvider'
+    printed = capsys.readouterr().out
+    assert 'Detection backbones' in printed and 'ONNX Runtime' in printed
+
+
+def test_benchmark_refuses_a_malformed_onnx_size():
+    with pytest.raises(SystemExit, match="'224' is not HxW"):
+        benchmark.main(['--parts', 'onnx', '--onnx-sizes', '224'])
 
 
 @pytest.mark.skipif(

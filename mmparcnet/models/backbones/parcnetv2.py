@@ -177,7 +177,7 @@ class SpatialBGU(nn.Module):
         self.pwconv2 = GatedConv1x1(channels, channels, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        gate, value = self.pwconv1(x).chunk(2, dim=1)
+        gate, value = self.pwconv1.split(x, 2)
         value = gelu(value)
         return self.pwconv2(self.dwconv1(value) + self.dwconv2(value), gate)
 

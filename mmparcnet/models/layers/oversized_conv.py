@@ -376,15 +376,37 @@ def _resize_taps(kernel: Tensor, length) -> Tensor:
     return kernel[:, low] * (1 - weight) + kernel[:, low + 1] * weight
 
 
-def _toeplitz(kernel: Tensor, size, centre) -> Tensor:
-    """(C, size, size) matrices T[c, i, t] = kernel[c, t - i + centre], zero
-    where the tap index falls outside the kernel."""
-    taps = kernel.shape[1]
-    index = torch.arange(size, device=kernel.device)
-    offsets = index[None, :] - index[:, None] + centre
-    valid = (offsets >= 0) & (offsets < taps)
-    gathered = kernel[:, offsets.clamp(0, taps - 1)]
-    return gathered * valid.to(kernel.dtype)
+def _toeplitz(window: Tensor, size) -> Tensor:
+    """(C, size, size) matrices T[c, i, t] = window[c, size - 1 + t - i] from
+    (C, 2 * size) windows of taps (the last one never read); ``size`` may be
+    symbolic.
+
+    Gathered as whole rows of channels (taps first), then transposed: in ONNX
+    Runtime, gathering single elements, or building the matrices from
+    repeated windows by slicing, costs up to twice as much.
+    """
+    index = torch.arange(size, device=window.device)
+    offsets = index[None, :] - index[:, None] + (size - 1)
+    return window.t()[offsets].permute(2, 0, 1)
+
+
+def _resize_exported(kernel: Tensor, length) -> Tensor:
+    """(C, K) kernels to (C, length) taps as exporters record it. The
+    tracing (legacy) ONNX exporter records ``F.interpolate`` as one Resize
+    node, where the index arithmetic takes a dozen per kernel; Dynamo-based
+    exporters decompose it into arithmetic that divides by length - 1, which
+    :func:`_resize_taps` guards for one-tap kernels."""
+    if torch.jit.is_tracing():
+        return F.interpolate(
+            kernel[:, None], size=length, mode='linear', align_corners=True)[:,
+                                                                             0]
+    return _resize_taps(kernel, length)
+
+
+def _window(kernel: Tensor, size, centre: int) -> Tensor:
+    """The 2 * size taps kernel[c, m - (size - 1) + centre] (zeros beyond the
+    kernel) that a map of ``size`` meets, for :func:`_toeplitz`."""
+    return F.pad(kernel, (size - 1, size + 1))[:, centre:centre + 2 * size]
 
 
 def _traced_matmul(x: Tensor, k_h: Tensor, k_w: Tensor, mode: str,
@@ -392,16 +414,21 @@ def _traced_matmul(x: Tensor, k_h: Tensor, k_w: Tensor, mode: str,
     """The matmul path as exporters record it (sizes may be symbolic)."""
     height, width = x.shape[-2], x.shape[-1]
     k_h, k_w = k_h[:, 0, :, 0], k_w[:, 0, 0, :]
+    # X @ T_w^T, and T_w^T is the Toeplitz matrix of the reversed kernel
+    # (reversed after resizing: at one tap, resizing keeps the first)
     if mode == 'interpolate':
-        k_h = _resize_taps(k_h, 2 * height - 1)
-        k_w = _resize_taps(k_w, 2 * width - 1)
-        centre_h, centre_w = height - 1, width - 1
+        # 2 * size - 1 taps centred on size - 1: the window is the kernel and
+        # a zero (constant pads: fewer nodes in the graph)
+        vertical = F.pad(_resize_exported(k_h, 2 * height - 1), (0, 1))
+        across = F.pad(_resize_exported(k_w, 2 * width - 1).flip(1), (0, 1))
     else:
-        centre_h, centre_w = k_h.shape[1] // 2, k_w.shape[1] // 2
-    vertical = _toeplitz(k_h, height, centre_h)  # (C, H_out, H_in)
-    horizontal = _toeplitz(k_w, width, centre_w)  # (C, W_out, W_in)
+        taps_h, taps_w = k_h.shape[1], k_w.shape[1]
+        vertical = _window(k_h, height, taps_h // 2)
+        across = _window(k_w.flip(1), width, taps_w - 1 - taps_w // 2)
+    vertical = _toeplitz(vertical, height)  # (C, H_out, H_in)
+    across = _toeplitz(across, width)  # (C, W_in, W_out)
     out = torch.matmul(vertical.to(x.dtype), x)
-    out = torch.matmul(out, horizontal.transpose(1, 2).to(x.dtype))
+    out = torch.matmul(out, across.to(x.dtype))
     if local_kernel is not None:
         out = out + _local(x, local_kernel)
     return out

@@ -18,8 +18,13 @@ against the plain computation in the tests):
   channel unit in blocks of rows that stay in cache;
 - training: the last projection of each unit by :func:`.gated_linear`,
   which keeps the product's factors for the backward pass, not the product.
+
+While exporting, the layers take the forms that deployment runtimes run
+fastest (measured in ONNX Runtime, docs/speed.md): a split projection as one
+product per half (slicing a product's output is a copy there, not a view),
+and maps as contiguous NCHW, with the transposes read by the products.
 """
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -28,7 +33,8 @@ from torch import Tensor
 
 from .fused_linear import fused_linear_applies, linear
 from .gated_linear import gated_linear, gated_linear_applies
-from .runtime import autograd_records, fast_paths_enabled, plain_ops_needed
+from .runtime import (autograd_records, fast_paths_enabled, is_exporting,
+                      plain_ops_needed)
 from .torch_ops import gelu_, stride_safe_gelu
 
 
@@ -77,6 +83,29 @@ class PlanesConv1x1(nn.Conv2d):
             planes = torch.addmm(bias[:, None], weight, rows.t())
         return planes.view(-1, batch, height, width).transpose(0, 1)
 
+    def split(self, x: Tensor, parts: int) -> Tuple[Tensor, ...]:
+        """``self(x).chunk(parts, dim=1)``; while exporting, one product per
+        part into contiguous NCHW maps."""
+        if not is_exporting():
+            return self(x).chunk(parts, dim=1)
+        weights = self.weight.flatten(1).chunk(parts)
+        biases = ((None, ) *
+                  parts if self.bias is None else self.bias.chunk(parts))
+        return tuple(
+            _rows_to_maps(x, weight, bias)
+            for weight, bias in zip(weights, biases))
+
+
+def _rows_to_maps(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``W @ rows^T (+ b)``: channels-last (N, H, W, C_in) to contiguous NCHW
+    (N, C_out, H, W), one product per sample."""
+    batch, height, width, channels = x.shape
+    rows = x.reshape(batch, height * width, channels)
+    maps = torch.matmul(weight, rows.transpose(1, 2))
+    if bias is not None:
+        maps = maps + bias[:, None]
+    return maps.reshape(batch, weight.shape[0], height, width)
+
 
 class GatedConv1x1(nn.Conv2d):
     """``conv1x1(x * gate)`` from NCHW views of channel-major planes (as
@@ -90,6 +119,12 @@ class GatedConv1x1(nn.Conv2d):
     def forward(self, x: Tensor, gate: Tensor) -> Tensor:
         batch, channels, height, width = x.shape
         weight = self.weight.flatten(1)
+        if is_exporting():  # W @ (x * gate), per sample, then to rows
+            maps = (x * gate).reshape(batch, channels, height * width)
+            out = torch.matmul(weight, maps).transpose(1, 2)
+            if self.bias is not None:
+                out = out + self.bias
+            return out.reshape(batch, height, width, -1)
         # (C, N, H, W) planes seen as (N H W, C) rows: a transposed operand
         rows = x.transpose(0, 1).reshape(channels, -1).t()
         gate_rows = gate.transpose(0, 1).reshape(channels, -1).t()
@@ -114,6 +149,12 @@ def gelu_gated_linear(x: Tensor,
     """
     if fused_linear_applies(x, fc1.weight, fc1.bias, fc2.weight):
         return _fused_rows_in_blocks(x, fc1, fc2, block_rows)
+    if is_exporting():  # one product per half
+        (value_weight, gate_weight), (value_bias,
+                                      gate_bias) = (fc1.weight.chunk(2),
+                                                    fc1.bias.chunk(2))
+        gate = F.gelu(F.linear(x, gate_weight, gate_bias))
+        return fc2(F.linear(x, value_weight, value_bias) * gate)
     value, gate = fc1(x).chunk(2, dim=-1)
     if gated_linear_applies(value, gate, fc2.weight):
         return gated_linear(
