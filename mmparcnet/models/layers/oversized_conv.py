@@ -59,13 +59,14 @@ picks how it is evaluated, and the result is the same up to rounding:
   the backward pass a custom autograd function keeps the kernels and
   builds the matrices again, where autograd would keep the matrices (as
   large as the map itself at detection sizes). While exporting, the
-  matrices are gathered by index
-  arithmetic and the kernels resized the same way, so the graph holds no
-  operator whose shape depends on the input: convolutions with an
-  input-sized kernel ("kernel of unknown shape") and FFTs have no ONNX
-  export with dynamic sizes, matrix products and gathers do. That is what
+  kernels are resized in the graph and the matrices gathered from them by
+  a computed index (:func:`_traced_matmul`), so the graph holds no operator
+  whose shape depends on the input: convolutions with an input-sized kernel
+  ("kernel of unknown shape") and FFTs have no ONNX export with dynamic
+  sizes, matrix products, resizes and gathers do. That is what
   ``torch.onnx.export`` (legacy or dynamo) records, so an exported graph
-  resizes the kernels for whatever input it gets.
+  resizes the kernels for whatever input it gets (docs/speed.md, on what
+  ONNX Runtime runs fastest).
 - ``'auto'``: ``'direct'`` where the fast paths are off (:mod:`.runtime`);
   otherwise the path measured fastest for the shape on that device
   (:func:`choose_impl`; the choice depends only on the shape, the device
