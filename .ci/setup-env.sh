@@ -88,14 +88,18 @@ pinned() { grep -qiE "^$1([=<>!~ ]|$)" "$pins"; }  # optional packages
 # rather than die half-way with "No space left on device".
 need_gb=${MMPARCNET_MIN_FREE_GB:-8}
 mkdir -p "$(dirname "$venv")"
-free_gb=$(df -Pk "$(dirname "$venv")" | awk 'NR == 2 {print int($4 / 1048576)}')
-if [[ -d "$venv" ]]; then  # the old venv is replaced: its space comes back
-  free_gb=$((free_gb + $(du -sk "$venv" | awk '{print int($1 / 1048576)}')))
+free_kb=$(df -Pk "$(dirname "$venv")" | awk 'NR == 2 {print $4}') || free_kb=
+used_kb=0  # the old venv is replaced: its space comes back
+if [[ -d "$venv" ]]; then
+  used_kb=$(du -sk "$venv" 2>/dev/null | awk '{print $1}') || used_kb=0
 fi
-if ((free_gb < need_gb)); then
+if [[ -n "$free_kb" ]] && awk -v free="$free_kb" -v used="${used_kb:-0}" \
+  -v need="$need_gb" 'BEGIN {exit !((free + used) / 1048576 < need)}'; then
   echo "setup-env: building $venv needs about $need_gb GB free on its" \
-    "file system, and $free_gb GB are free. Free some space, or put the venv" \
-    "elsewhere with VENV=/path (MMPARCNET_MIN_FREE_GB lowers the check)." >&2
+    "file system, and $(awk -v k="$((free_kb + ${used_kb:-0}))" \
+    'BEGIN {printf "%.1f", k / 1048576}') GB are free. Free some space, or" \
+    "put the venv elsewhere with VENV=/path (MMPARCNET_MIN_FREE_GB changes" \
+    "the check; pip's cache and temporary files may need space elsewhere)." >&2
   exit 1
 fi
 

@@ -437,7 +437,12 @@ def export_onnx(model, path: str, example: torch.Tensor,
 
 
 def onnx_providers(device: torch.device) -> List[str]:
-    import onnxruntime
+    """ONNX Runtime's providers for ``device``: CUDA's where asked for and
+    installed, the CPU's otherwise (and where onnxruntime is missing)."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return ['CPUExecutionProvider']
     available = onnxruntime.get_available_providers()
     if device.type == 'cuda' and 'CUDAExecutionProvider' in available:
         return ['CUDAExecutionProvider', 'CPUExecutionProvider']
@@ -470,12 +475,13 @@ def bench_onnx(device,
         def session(name, kind, example):
             path = os.path.join(
                 tmp, f'{name}-{kind}-{"x".join(map(str, example.shape))}.onnx')
-            export_onnx(models[name], path, example.cpu(),
-                        kind == 'onnx_dynamic')
+            export_onnx(models[name], path, example, kind == 'onnx_dynamic')
             return onnxruntime.InferenceSession(path, providers=providers)
 
         dynamic = {
-            name: session(name, 'onnx_dynamic', torch.randn(1, 3, 224, 224))
+            name:
+            session(name, 'onnx_dynamic',
+                    torch.randn(1, 3, 224, 224, device=device))
             for name in models
         }
         for height, width in sizes:
@@ -618,8 +624,9 @@ def print_onnx_report(result: dict) -> None:
     print(f'\nExported (torch.onnx.export, legacy exporter, opset '
           f'{ONNX_OPSET}) in ONNX Runtime {result["onnxruntime"]} '
           f'({result["onnx_provider"]}, default session options) beside '
-          f'eager PyTorch, batch 1 (ms, median; ratios to ConvNeXt-T in the '
-          f'same runtime; fixed: exported at the size it runs, dynamic: '
+          f'eager PyTorch on {result["onnx_eager_device"]}, batch 1 (ms, '
+          f'median; ratios to ConvNeXt-T in the same runtime; fixed: '
+          f'exported at the size it runs, dynamic: '
           f'exported once with dynamic height and width; diff: largest '
           f'|ONNX - eager| over the outputs)')
     print(f'{"input":>9} {"backbone":12} {"eager":>8} {"ratio":>6} '
@@ -733,8 +740,11 @@ def main(argv=None) -> int:
     backbone_batch = args.backbone_batch or (2 if cuda else 1)
     dtypes = args.dtypes or (['fp32', 'bf16'] if cuda else ['fp32'])
     height, width = args.size
-    parts = args.parts or ['conv', 'backbones'
-                           ] + (['onnx'] if _has_onnxruntime() else [])
+    # by default the onnx part runs where ONNX Runtime has a provider for
+    # the device (onnxruntime's wheel for the CPU, onnxruntime-gpu for CUDA)
+    parts = args.parts or ['conv', 'backbones'] + (
+        ['onnx'] if _has_onnxruntime() and onnx_providers(device)[0] ==
+        ('CUDAExecutionProvider' if cuda else 'CPUExecutionProvider') else [])
     if 'onnx' in parts and not _has_onnxruntime():
         raise SystemExit('the onnx part needs onnxruntime: pip install '
                          'onnxruntime, or leave it out with --parts')
@@ -779,6 +789,8 @@ def main(argv=None) -> int:
         result.update(
             onnxruntime=onnxruntime.__version__,
             onnx_provider=onnx_providers(device)[0],
+            onnx_eager_device=('cuda' if onnx_providers(device)[0]
+                               == 'CUDAExecutionProvider' else 'cpu'),
             onnx=bench_onnx(device, list(dict.fromkeys(onnx_sizes)), warmup,
                             repeats))
     print_report(result)

@@ -167,3 +167,28 @@ def test_export_forms_equal_the_plain_computation(monkeypatch):
         exported = model(x)
     for a, b in zip(exported, plain):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('mode', ['interpolate', 'fixed'])
+def test_export_with_a_dynamic_batch_runs_other_batch_sizes(tmp_path, mode):
+    torch.manual_seed(0)
+    model = ParCNetV2(SMALL, kernel_mode=mode, pretrain_size=64).eval()
+    path = str(tmp_path / 'backbone.onnx')
+    legacy = dict(dynamo=False) if HAS_DYNAMO_EXPORTER else {}
+    torch.onnx.export(
+        model, (torch.randn(1, 3, 64, 96), ),
+        path,
+        input_names=['image'],
+        dynamic_axes={'image': {
+            0: 'batch',
+            2: 'height',
+            3: 'width'
+        }},
+        **legacy)
+    session = onnxruntime.InferenceSession(path)
+    for batch, size in ((2, (45, 70)), (3, (17, 3))):
+        x = torch.randn(batch, 3, *size)
+        with torch.no_grad():
+            expected = model(x)
+        for out, ref in zip(session.run(None, {'image': x.numpy()}), expected):
+            np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0)

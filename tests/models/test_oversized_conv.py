@@ -88,3 +88,23 @@ def test_bad_mode_and_impl_raise():
         oversized_conv(x, k, k.transpose(2, 3), mode='global')
     with pytest.raises(ValueError, match='implementation'):
         oversized_conv(x, k, k.transpose(2, 3), impl='cuda-magic')
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_resize_by_index_arithmetic_keeps_the_taps_in_half_precision(dtype):
+    # the path compilers and the dynamo exporter take: positions must not
+    # be rounded to the kernel's type (a 111-tap kernel in bf16 landed a
+    # whole tap off)
+    from mmparcnet.models.layers.oversized_conv import _resize_taps
+    torch.manual_seed(0)
+    kernel = torch.randn(4, 111, dtype=torch.float64)
+    exact = F.interpolate(
+        kernel[:, None], size=223, mode='linear', align_corners=True)[:, 0]
+    resized = _resize_taps(kernel.to(dtype), 223).double()
+    # the kernel in this type, resized in float32 and rounded back
+    rounded = F.interpolate(
+        kernel.to(dtype).float()[:, None],
+        size=223,
+        mode='linear',
+        align_corners=True)[:, 0].to(dtype).double()
+    assert (resized - exact).abs().max() <= 2 * (rounded - exact).abs().max()

@@ -367,13 +367,16 @@ def _resize_taps(kernel: Tensor, length) -> Tensor:
     taps = kernel.shape[1]
     if taps == 1:
         return kernel.expand(-1, length)
-    steps = torch.arange(length, device=kernel.device, dtype=kernel.dtype)
+    # positions in float32 at least: in bf16 the taps of a 111-tap kernel
+    # would land a whole tap off
+    dtype = torch.float64 if kernel.dtype == torch.float64 else torch.float32
+    steps = torch.arange(length, device=kernel.device, dtype=dtype)
     # like F.interpolate: position j * (K - 1) / (length - 1), 0 for length 1
     scale = (taps - 1) / torch.clamp(
         torch.full_like(steps[:1], 1.) * (length - 1), min=1.)
     position = steps * scale
     low = torch.clamp(position.floor().long(), max=taps - 2)
-    weight = position - low.to(kernel.dtype)
+    weight = (position - low.to(dtype)).to(kernel.dtype)
     return kernel[:, low] * (1 - weight) + kernel[:, low + 1] * weight
 
 
@@ -395,8 +398,8 @@ def _resize_exported(kernel: Tensor, length) -> Tensor:
     """(C, K) kernels to (C, length) taps as exporters record it. The
     tracing (legacy) ONNX exporter records ``F.interpolate`` as one Resize
     node, where the index arithmetic takes a dozen per kernel; Dynamo-based
-    exporters decompose it into arithmetic that divides by length - 1, which
-    :func:`_resize_taps` guards for one-tap kernels."""
+    exporters decompose it into arithmetic that divides by length - 1, zero
+    on one-pixel maps, which :func:`_resize_taps` guards."""
     if torch.jit.is_tracing():
         return F.interpolate(
             kernel[:, None], size=length, mode='linear', align_corners=True)[:,

@@ -150,9 +150,9 @@ def gelu_gated_linear(x: Tensor,
     if fused_linear_applies(x, fc1.weight, fc1.bias, fc2.weight):
         return _fused_rows_in_blocks(x, fc1, fc2, block_rows)
     if is_exporting():  # one product per half
-        (value_weight, gate_weight), (value_bias,
-                                      gate_bias) = (fc1.weight.chunk(2),
-                                                    fc1.bias.chunk(2))
+        value_weight, gate_weight = fc1.weight.chunk(2)
+        value_bias, gate_bias = ((None, None)
+                                 if fc1.bias is None else fc1.bias.chunk(2))
         gate = F.gelu(F.linear(x, gate_weight, gate_bias))
         return fc2(F.linear(x, value_weight, value_bias) * gate)
     value, gate = fc1(x).chunk(2, dim=-1)
