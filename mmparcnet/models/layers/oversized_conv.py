@@ -149,20 +149,25 @@ def resize_kernel(weight: Tensor, length: int, vertical: bool) -> Tensor:
     if taps == length:
         return weight
     channels = weight.shape[0]
+    resized = _resize_1d(weight.reshape(channels, taps), length)
+    return resized.reshape(weight.shape[:2] +
+                           ((length, 1) if vertical else (1, length)))
+
+
+def _resize_1d(kernel: Tensor, length) -> Tensor:
+    """(C, K) kernels to (C, length) taps, ``length`` possibly symbolic.
+
+    ``F.interpolate`` eagerly and for the tracing (legacy) ONNX exporter,
+    which records it as one Resize node; index arithmetic
+    (:func:`_resize_taps`) under Dynamo (``torch.compile``, ``torch.export``,
+    the dynamo ONNX exporter): before PyTorch 2.3 it cannot trace
+    ``F.interpolate`` to a symbolic size, and its decomposition divides by
+    length - 1, zero on one-pixel maps.
+    """
     if is_compiling():
-        # index arithmetic, as exporters get it: Dynamo before PyTorch 2.3
-        # cannot trace F.interpolate to a size that depends on the input
-        resized = _resize_taps(weight.reshape(channels, taps), length)
-        return resized.reshape(weight.shape[:2] +
-                               ((length, 1) if vertical else (1, length)))
-    resized = F.interpolate(
-        weight.reshape(channels, 1, taps),
-        size=length,
-        mode='linear',
-        align_corners=True)
-    if vertical:
-        return resized.reshape(channels, 1, length, 1)
-    return resized.reshape(channels, 1, 1, length)
+        return _resize_taps(kernel, length)
+    return F.interpolate(
+        kernel[:, None], size=length, mode='linear', align_corners=True)[:, 0]
 
 
 def _local(x: Tensor, local_kernel: Tensor) -> Tensor:
@@ -394,19 +399,6 @@ def _toeplitz(window: Tensor, size) -> Tensor:
     return window.t()[offsets].permute(2, 0, 1)
 
 
-def _resize_exported(kernel: Tensor, length) -> Tensor:
-    """(C, K) kernels to (C, length) taps as exporters record it. The
-    tracing (legacy) ONNX exporter records ``F.interpolate`` as one Resize
-    node, where the index arithmetic takes a dozen per kernel; Dynamo-based
-    exporters decompose it into arithmetic that divides by length - 1, zero
-    on one-pixel maps, which :func:`_resize_taps` guards."""
-    if torch.jit.is_tracing():
-        return F.interpolate(
-            kernel[:, None], size=length, mode='linear', align_corners=True)[:,
-                                                                             0]
-    return _resize_taps(kernel, length)
-
-
 def _window(kernel: Tensor, size, centre: int) -> Tensor:
     """The 2 * size taps kernel[c, m - (size - 1) + centre] (zeros beyond the
     kernel) that a map of ``size`` meets, for :func:`_toeplitz`."""
@@ -423,8 +415,8 @@ def _traced_matmul(x: Tensor, k_h: Tensor, k_w: Tensor, mode: str,
     if mode == 'interpolate':
         # 2 * size - 1 taps centred on size - 1: the window is the kernel and
         # a zero (constant pads: fewer nodes in the graph)
-        vertical = F.pad(_resize_exported(k_h, 2 * height - 1), (0, 1))
-        across = F.pad(_resize_exported(k_w, 2 * width - 1).flip(1), (0, 1))
+        vertical = F.pad(_resize_1d(k_h, 2 * height - 1), (0, 1))
+        across = F.pad(_resize_1d(k_w, 2 * width - 1).flip(1), (0, 1))
     else:
         taps_h, taps_w = k_h.shape[1], k_w.shape[1]
         vertical = _window(k_h, height, taps_h // 2)
