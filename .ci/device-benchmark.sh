@@ -5,11 +5,19 @@
 #   bash .ci/device-benchmark.sh fetch   # here: the wheels to carry, in .whl/
 #   bash .ci/device-benchmark.sh run     # there, with .whl carried along
 #
-# `run` installs the wheels into /tmp/site, then writes into $OUT (default
-# ./device-out): the benchmark's table and JSON (bench_gpu.txt/.json), the
-# CUDA test cases (mixed precision, fast paths) in tests.txt, and last, cut
-# off after COMPILE_SECONDS (default 200), ParCNetV2-T against ConvNeXt-T
-# in bf16 through torch.compile (bench_gpu_compiled.txt/.json).
+# `run` installs the wheels into /tmp/site (when .whl/ is there), then
+# writes into $OUT (default ./device-out), each step cut off after its
+# budget of seconds so that the whole run fits a short lease:
+#   bench_gpu.txt/.json   the benchmark: the oversized convolution's paths at
+#                         the four stage shapes in fp32 and bf16, and the
+#                         backbones (ParCNetV2-T automatic, with each path
+#                         forced, and with the fast paths off) against
+#                         ConvNeXt-T and Swin-T
+#   tests.txt             the whole suite there, CUDA cases included
+#   profile.txt           where the bf16 training step spends its time
+#   bench_gpu_compiled.*  ParCNetV2-T against ConvNeXt-T through
+#                         torch.compile, bf16
+# SIZE="H W" changes the input (default 800 1216); PYTHON the interpreter.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WHEELS=(mmengine==0.10.7 addict==2.4.0 yapf==0.43.0 termcolor==3.3.0
@@ -24,22 +32,42 @@ fetch)
     ;;
 run)
     out=${OUT:-$PWD/device-out}
+    py=${PYTHON:-python3}
+    size=(${SIZE:-800 1216})
     mkdir -p "$out"
-    python3 -m pip install -q --no-index --no-deps --no-compile \
-        --no-cache-dir --target /tmp/site .whl/*.whl
-    export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
-    nvidia-smi --query-gpu=name,memory.total --format=csv | tee "$out/gpu.txt"
-    python3 -m mmparcnet.tools.benchmark --json "$out/bench_gpu.json" \
-        2>&1 | tee "$out/bench_gpu.txt"
-    # failures are results too: go on to the compiled run
-    python3 -m pytest tests/engine/test_amp.py \
-        tests/models/test_oversized_conv_fast_paths.py 2>&1 \
-        | tee "$out/tests.txt" || true
+    export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+    if [ -d .whl ]; then
+        "$py" -m pip install -q --no-index --no-deps --no-compile \
+            --no-cache-dir --target /tmp/site .whl/*.whl
+        export PYTHONPATH=/tmp/site:$PWD
+    fi
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
+        2>&1 | tee "$out/gpu.txt" || true
+    # every step runs: a failure or a cut-off is a result too
+    timeout "${BENCH_SECONDS:-240}" "$py" -m mmparcnet.tools.benchmark \
+        --size "${size[@]}" --warmup 5 --repeats 20 --parts conv backbones \
+        --backbones ParCNetV2-T 'ParCNetV2-T (direct)' 'ParCNetV2-T (fft)' \
+        'ParCNetV2-T (matmul)' 'ParCNetV2-T (fast paths off)' ConvNeXt-T \
+        Swin-T \
+        --json "$out/bench_gpu.json" > "$out/bench_gpu.txt" 2>&1 \
+        || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
+    workers=()
+    if "$py" -c 'import xdist' 2>/dev/null; then workers=(-n 8); fi
+    timeout "${TEST_SECONDS:-110}" "$py" -m pytest tests -q -rs \
+        "${workers[@]}" -p no:cacheprovider > "$out/tests.txt" 2>&1 \
+        || echo "tests stopped: exit $?" | tee -a "$out/tests.txt"
+    tail -3 "$out/tests.txt"
+    timeout "${PROFILE_SECONDS:-50}" "$py" .ci/device-profile.py \
+        "${size[@]}" > "$out/profile.txt" 2>&1 \
+        || echo "profile stopped: exit $?" | tee -a "$out/profile.txt"
     compiled=$out/bench_gpu_compiled
-    timeout "${COMPILE_SECONDS:-200}" python3 -m mmparcnet.tools.benchmark \
-        --parts backbones --backbones ParCNetV2-T ConvNeXt-T --dtypes bf16 \
-        --compile inductor --json "$compiled.json" > "$compiled.txt" 2>&1 \
+    timeout "${COMPILE_SECONDS:-60}" "$py" -m mmparcnet.tools.benchmark \
+        --size "${size[@]}" --parts backbones \
+        --backbones ParCNetV2-T ConvNeXt-T --dtypes bf16 --warmup 3 \
+        --repeats 10 --compile inductor --json "$compiled.json" \
+        > "$compiled.txt" 2>&1 \
         || echo "compiled run stopped: exit $?" | tee -a "$compiled.txt"
+    sed -n '/^Device:/,/^JSON:/p' "$out/bench_gpu.txt"
     ;;
 *)
     echo "usage: $0 fetch|run" >&2

@@ -49,6 +49,7 @@ import torch
 
 from mmparcnet.models import ParCNetV2
 from mmparcnet.models.layers.oversized_conv import stage_map_sizes
+from mmparcnet.models.layers.runtime import fast_paths
 from mmparcnet.tools import resident_memory
 
 # -- timing -------------------------------------------------------------------
@@ -107,44 +108,57 @@ def stage_shapes(height: int, width: int) -> List[tuple]:
 CONV_IMPLS = ('direct', 'fft', 'matmul')
 
 
-def bench_oversized_conv(device, batch, height, width, warmup,
-                         repeats) -> List[dict]:
+def bench_oversized_conv(device,
+                         batch,
+                         height,
+                         width,
+                         warmup,
+                         repeats,
+                         dtypes=('fp32', )) -> List[dict]:
+    """Every implementation at the four stage shapes, in each of ``dtypes``
+    (bf16: a bf16 map and float32 kernels under bf16 autocast, as the
+    backbone meets them in mixed precision)."""
     from mmparcnet.models.layers.oversized_conv import (choose_impl,
                                                         oversized_conv,
                                                         stored_kernel_lengths)
     rows = []
     lengths = stored_kernel_lengths(224)
-    for stage, (channels, h, w) in enumerate(stage_shapes(height, width)):
-        # channel-major planes seen as NCHW, as the backbone hands them over
-        x = torch.randn(channels, batch, h, w, device=device).transpose(0, 1)
-        k_h = torch.randn(channels, 1, lengths[stage], 1, device=device)
-        k_w = torch.randn(channels, 1, 1, lengths[stage], device=device)
-        row = dict(stage=stage, shape=[batch, channels, h, w])
-        for impl in CONV_IMPLS:
+    for dtype in dtypes:
+        map_dtype = torch.bfloat16 if dtype == 'bf16' else torch.float32
+        for stage, (channels, h, w) in enumerate(stage_shapes(height, width)):
+            # channel-major planes seen as NCHW, as the backbone hands them
+            x = torch.randn(
+                channels, batch, h, w, device=device,
+                dtype=map_dtype).transpose(0, 1)
+            k_h = torch.randn(channels, 1, lengths[stage], 1, device=device)
+            k_w = torch.randn(channels, 1, 1, lengths[stage], device=device)
+            row = dict(stage=stage, dtype=dtype, shape=[batch, channels, h, w])
+            for impl in CONV_IMPLS:
 
-            def forward():
-                with torch.no_grad():
-                    oversized_conv(x, k_h, k_w, 'interpolate', impl)
+                def forward():
+                    with torch.no_grad(), _autocast(device, dtype):
+                        oversized_conv(x, k_h, k_w, 'interpolate', impl)
 
-            xg = x.detach().clone().requires_grad_(True)
-            kh = k_h.detach().clone().requires_grad_(True)
-            kw = k_w.detach().clone().requires_grad_(True)
+                xg = x.detach().clone().requires_grad_(True)
+                kh = k_h.detach().clone().requires_grad_(True)
+                kw = k_w.detach().clone().requires_grad_(True)
 
-            def forward_backward():
-                oversized_conv(xg, kh, kw, 'interpolate',
-                               impl).sum().backward()
+                def forward_backward():
+                    with _autocast(device, dtype):
+                        out = oversized_conv(xg, kh, kw, 'interpolate', impl)
+                    out.float().sum().backward()
 
-            row[f'{impl}_fwd_ms'] = measure(forward, device, warmup,
-                                            repeats)['ms']
-            row[f'{impl}_fwdbwd_ms'] = measure(forward_backward, device,
-                                               warmup, repeats)['ms']
-        for key, training in (('fwd', False), ('fwdbwd', True)):
-            chosen = choose_impl(x.shape, 2 * h - 1, 2 * w - 1, device.type,
-                                 training)
-            row[f'auto_{key}'] = chosen
-            row[f'speedup_{key}'] = (
-                row[f'direct_{key}_ms'] / row[f'{chosen}_{key}_ms'])
-        rows.append(row)
+                row[f'{impl}_fwd_ms'] = measure(forward, device, warmup,
+                                                repeats)['ms']
+                row[f'{impl}_fwdbwd_ms'] = measure(forward_backward, device,
+                                                   warmup, repeats)['ms']
+            for key, training in (('fwd', False), ('fwdbwd', True)):
+                chosen = choose_impl(x.shape, 2 * h - 1, 2 * w - 1,
+                                     device.type, training)
+                row[f'auto_{key}'] = chosen
+                row[f'speedup_{key}'] = (
+                    row[f'direct_{key}_ms'] / row[f'{chosen}_{key}_ms'])
+            rows.append(row)
     return rows
 
 
@@ -181,16 +195,34 @@ def _timm_baselines():
     }
 
 
+class _WithoutFastPaths(torch.nn.Module):
+    """A model run with every fast path off (the reference computation),
+    while the others in the same process keep theirs."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        with fast_paths(False):
+            return self.model(x)
+
+
 def build_backbones(names: List[str]):
     """Constructors by name, and where the baselines come from: ConvNeXt-T
-    and Swin-T from mmpretrain, or timm without it."""
-    from mmparcnet.models import ParCNetV2
+    and Swin-T from mmpretrain, or timm without it. ParCNetV2-T runs with
+    the automatic paths, with one oversized convolution path forced
+    (``'ParCNetV2-T (direct)'`` and so on), or with every fast path off
+    (``'ParCNetV2-T (fast paths off)'``)."""
     builders = {
         'ParCNetV2-T':
         lambda: ParCNetV2('tiny', oversized_conv_impl='auto'),
-        'ParCNetV2-T (direct)':
-        lambda: ParCNetV2('tiny', oversized_conv_impl='direct'),
+        'ParCNetV2-T (fast paths off)':
+        lambda: _WithoutFastPaths(ParCNetV2('tiny')),
     }
+    for impl in ('direct', 'fft', 'matmul'):
+        builders[f'ParCNetV2-T ({impl})'] = (
+            lambda impl=impl: ParCNetV2('tiny', oversized_conv_impl=impl))
     baselines = set(BASELINES) & set(names)
     source = None
     if baselines:
@@ -577,14 +609,18 @@ def print_report(result: dict) -> None:
     if result.get('oversized_conv'):
         print(f'\nOversized convolution alone, interpolate mode, input '
               f'{result["input"]}, batch {result["conv_batch"]} (ms, median; '
-              f'auto: the path chosen, x: its speed-up over direct)')
+              f'auto: the path chosen, x: its speed-up over direct; bf16: '
+              f'bf16 map under autocast)')
         header = ' '.join(f'{impl:>8}' for impl in CONV_IMPLS)
-        print(f'{"stage":>5} {"N x C x H x W":>18} | forward {header} '
-              f'{"auto":>7} {"x":>5} | fwd+bwd {header} {"auto":>7} '
-              f'{"x":>5}')
+        print(f'{"stage":>5} {"dtype":>5} {"N x C x H x W":>18} | forward '
+              f'{header} {"auto":>7} {"x":>5} | fwd+bwd {header} '
+              f'{"auto":>7} {"x":>5}')
         for row in result['oversized_conv']:
             shape = 'x'.join(map(str, row['shape']))
-            cells = [f'{row["stage"]:>5} {shape:>18}']
+            cells = [
+                f'{row["stage"]:>5} {row.get("dtype", "fp32"):>5} '
+                f'{shape:>18}'
+            ]
             for key, label in (('fwd', 'forward'), ('fwdbwd', 'fwd+bwd')):
                 times = ' '.join(f'{_fmt(row[f"{impl}_{key}_ms"]):>8}'
                                  for impl in CONV_IMPLS)
@@ -602,14 +638,14 @@ def print_report(result: dict) -> None:
         print(f'\nDetection backbones, input {result["input"]}, batch '
               f'{result["backbone_batch"]}{compiled} (ms, median; peak MiB of '
               f'fwd+bwd: {memory}; ratios to ConvNeXt-T)')
-        print(f'{"backbone":22} {"dtype":5} {"fwd":>9} {"ratio":>6} '
+        print(f'{"backbone":28} {"dtype":5} {"fwd":>9} {"ratio":>6} '
               f'{"fwd+bwd":>9} {"ratio":>6} {"peak MiB":>9} {"ratio":>6}')
         for row in result['backbones']:
             if 'error' in row:
-                print(f'{row["backbone"]:22} {row["dtype"]:5} '
+                print(f'{row["backbone"]:28} {row["dtype"]:5} '
                       f'unavailable: {row["error"][:60]}')
                 continue
-            print(f'{row["backbone"]:22} {row["dtype"]:5} '
+            print(f'{row["backbone"]:28} {row["dtype"]:5} '
                   f'{_fmt(row["fwd_ms"]):>9} '
                   f'{_fmt(row.get("fwd_ms_vs_convnext"), ".2f"):>6} '
                   f'{_fmt(row["fwdbwd_ms"]):>9} '
@@ -767,7 +803,7 @@ def main(argv=None) -> int:
         compile=args.compile)
     if 'conv' in parts:
         result['oversized_conv'] = bench_oversized_conv(
-            device, args.conv_batch, height, width, warmup, repeats)
+            device, args.conv_batch, height, width, warmup, repeats, dtypes)
     if 'backbones' in parts:
         result['backbones'] = bench_backbones(
             device,

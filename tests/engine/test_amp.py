@@ -25,7 +25,9 @@ class TinyClassifier(BaseModel):
             oversized_conv_impl=impl)
         self.head = torch.nn.Linear(24, 2)
         self.stem_dtypes = []
-        self.backbone.downsample_layers[0].register_forward_hook(
+        # the stem's convolution: autocast runs it in the low precision on
+        # every device (its norm is float32 under CUDA's autocast)
+        self.backbone.downsample_layers[0].conv.register_forward_hook(
             lambda module, args, output: self.stem_dtypes.append(output.dtype))
 
     def forward(self, inputs, labels, mode='loss'):

@@ -63,6 +63,77 @@ def test_resize_kernel_matches_reference_bilinear_call():
     torch.testing.assert_close(resize_kernel(k, 1, vertical=True), expected)
 
 
+@pytest.mark.parametrize('taps,length', [(13, 21), (111, 223), (223, 111),
+                                         (5, 5), (1, 7), (9, 1), (2, 3)])
+def test_resize_by_matrix_equals_interpolate_in_values_and_gradients(
+        taps, length):
+    # the form every device but the CPU takes (CUDA's upsample backward is
+    # not deterministic)
+    from mmparcnet.models.layers.oversized_conv import _resize_by_matrix
+    torch.manual_seed(0)
+    kernel = torch.randn(6, taps, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(6, length, dtype=torch.float64)
+    expected = F.interpolate(
+        kernel[:, None], size=length, mode='linear', align_corners=True)
+    expected = expected[:, 0]
+    resized = _resize_by_matrix(kernel, length)
+    torch.testing.assert_close(resized, expected, rtol=0, atol=1e-12)
+    grad, = torch.autograd.grad(resized, kernel, upstream)
+    grad_expected, = torch.autograd.grad(expected, kernel, upstream)
+    torch.testing.assert_close(grad, grad_expected, rtol=0, atol=1e-12)
+
+
+def test_resize_by_matrix_keeps_the_kernel_type_under_autocast():
+    from mmparcnet.models.layers.oversized_conv import _resize_by_matrix
+    kernel = torch.randn(4, 111)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        resized = _resize_by_matrix(kernel, 223)
+    assert resized.dtype == torch.float32
+    expected = F.interpolate(
+        kernel[:, None], size=223, mode='linear', align_corners=True)
+    torch.testing.assert_close(resized, expected[:, 0])
+
+
+def test_resize_matrix_made_in_inference_mode_serves_training():
+    from mmparcnet.models.layers.oversized_conv import (_interpolation_matrix,
+                                                        _resize_by_matrix)
+    _interpolation_matrix.cache_clear()
+    kernel = torch.randn(4, 17, requires_grad=True)
+    with torch.inference_mode():
+        _resize_by_matrix(kernel.detach(), 31)  # fills the cache
+    _resize_by_matrix(kernel, 31).sum().backward()  # saves it for backward
+    assert kernel.grad is not None
+
+
+def test_resize_off_the_cpu_has_no_nondeterministic_backward():
+    # a device that is not the CPU (meta: shapes only) takes the matrix
+    # product; upsample_linear1d's CUDA backward would refuse to run under
+    # torch.use_deterministic_algorithms(True)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from mmparcnet.models.layers.oversized_conv import _resize_1d
+
+    class Record(TorchDispatchMode):
+
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    kernel = torch.randn(8, 13, device='meta', requires_grad=True)
+    with Record() as record:
+        _resize_1d(kernel, 21).sum().backward()
+    assert not [op for op in record.ops if 'upsample' in op], record.ops
+    assert any('mm' in op for op in record.ops)
+    on_cpu = torch.randn(8, 13, requires_grad=True)
+    with Record() as record:
+        _resize_1d(on_cpu, 21).sum().backward()
+    assert any('upsample_linear1d' in op for op in record.ops)
+
+
 def test_fixed_equals_interpolate_at_stored_size():
     x = torch.randn(1, 4, 8, 8)
     k_h, k_w = torch.randn(4, 1, 15, 1), torch.randn(4, 1, 1, 15)

@@ -130,9 +130,11 @@ def test_fft_sizes_are_smooth():
 
 
 def test_automatic_choice_is_deterministic_and_by_shape():
-    # stage 1 of an 800x1216 detection input: the FFT on a GPU, Toeplitz
-    # GEMMs on the CPU (forward and training alike)
-    assert choose_impl((2, 64, 200, 304), 399, 607, 'cuda') == 'fft'
+    # stage 1 of an 800x1216 detection input: Toeplitz GEMMs on a GPU and
+    # on the CPU (forward and training alike)
+    assert choose_impl((2, 64, 200, 304), 399, 607, 'cuda') == 'matmul'
+    assert choose_impl((2, 64, 200, 304), 399, 607, 'cuda',
+                       training=True) == 'matmul'
     assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu') == 'matmul'
     assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu',
                        training=True) == 'matmul'
@@ -141,7 +143,10 @@ def test_automatic_choice_is_deterministic_and_by_shape():
     assert choose_impl((16, 320, 14, 14), 27, 27, 'cpu',
                        training=True) == 'matmul'
     assert choose_impl((2, 320, 50, 76), 99, 151, 'cpu') == 'matmul'
-    assert choose_impl((2, 320, 50, 76), 99, 151, 'cuda') == 'fft'
+    assert choose_impl((2, 320, 50, 76), 99, 151, 'cuda') == 'matmul'
+    # its last stage: direct on a GPU, GEMMs on the CPU
+    assert choose_impl((2, 512, 25, 38), 49, 75, 'cuda') == 'direct'
+    assert choose_impl((2, 512, 25, 38), 49, 75, 'cpu') == 'matmul'
     # the last stage at 224: direct everywhere
     assert choose_impl((1, 512, 7, 7), 13, 13, 'cpu') == 'direct'
     assert choose_impl((1, 512, 7, 7), 13, 13, 'cpu',

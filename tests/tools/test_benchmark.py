@@ -18,11 +18,10 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
         str(out)
     ]) == 0
     result = json.loads(out.read_text())
-    assert [row['shape']
-            for row in result['oversized_conv']] == [[1, 64, 16, 24],
-                                                     [1, 128, 8, 12],
-                                                     [1, 320, 4, 6],
-                                                     [1, 512, 2, 3]]
+    shapes = [[1, 64, 16, 24], [1, 128, 8, 12], [1, 320, 4, 6], [1, 512, 2, 3]]
+    assert [
+        (row['dtype'], row['shape']) for row in result['oversized_conv']
+    ] == [(dtype, shape) for dtype in ('fp32', 'bf16') for shape in shapes]
     for row in result['oversized_conv']:
         for impl in ('direct', 'fft', 'matmul'):
             assert row[f'{impl}_fwd_ms'] > 0 and row[f'{impl}_fwdbwd_ms'] > 0

@@ -73,6 +73,7 @@ picks how it is evaluated, and the result is the same up to rounding:
   type and whether gradients are needed); ``'matmul'`` while the model is
   being exported.
 """
+import functools
 from typing import Optional, Tuple
 
 import torch
@@ -93,14 +94,17 @@ IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 # element (about three times that with the backward), the matmul path H + W
 # in GEMMs, the FFT about a constant times log(HW) plus fixed launch costs.
 # Unknown device types use the CPU rules. On the CPU the GEMMs win from about
-# 40 taps and the FFT never does; on CUDA the FFT wins on large maps (anchor
-# timings; the matmul path is unmeasured there). The measurements:
-# docs/speed.md, "Where the code's choices come from".
+# 40 taps and the FFT never does. On CUDA (an H200, batch 2, 800x1216, fp32
+# and bf16) the GEMMs win from stage 0 to stage 2 (1006 to 250 taps: 2.3 to
+# 1.9 ms forward+backward against the FFT's 3.2 to 2.0 and the direct
+# path's 19.9 to 2.3), the direct path at stage 3 (124 taps: 1.1 ms against
+# 1.9). The measurements: docs/speed.md, "Where the code's choices come
+# from".
 FAST_PATHS = {
     ('cpu', 'forward'): [('matmul', 40, 0)],
     ('cpu', 'training'): [('matmul', 40, 0)],
-    ('cuda', 'forward'): [('fft', 200, 1_000_000)],
-    ('cuda', 'training'): [('fft', 200, 1_000_000)],
+    ('cuda', 'forward'): [('matmul', 200, 0)],
+    ('cuda', 'training'): [('matmul', 200, 0)],
 }
 
 
@@ -157,17 +161,66 @@ def resize_kernel(weight: Tensor, length: int, vertical: bool) -> Tensor:
 def _resize_1d(kernel: Tensor, length) -> Tensor:
     """(C, K) kernels to (C, length) taps, ``length`` possibly symbolic.
 
-    ``F.interpolate`` eagerly and for the tracing (legacy) ONNX exporter,
-    which records it as one Resize node; index arithmetic
-    (:func:`_resize_taps`) under Dynamo (``torch.compile``, ``torch.export``,
-    the dynamo ONNX exporter): before PyTorch 2.3 it cannot trace
-    ``F.interpolate`` to a symbolic size, and its decomposition divides by
-    length - 1, zero on one-pixel maps.
+    Three forms of one computation: ``F.interpolate`` on the CPU and for the
+    tracing (legacy) ONNX exporter, which records it as one Resize node; a
+    product with the interpolation matrix on other devices
+    (:func:`_interpolation_matrix`), since CUDA's ``upsample_linear1d``
+    backward has no deterministic implementation (training with
+    ``torch.use_deterministic_algorithms(True)``, as mmengine's
+    ``randomness=dict(deterministic=True)`` sets, stops at it) and spends
+    about 0.1 ms per kernel on threads that loop over the channels; index
+    arithmetic (:func:`_resize_taps`) under Dynamo (``torch.compile``,
+    ``torch.export``, the dynamo ONNX exporter): before PyTorch 2.3 it
+    cannot trace ``F.interpolate`` to a symbolic size, and its decomposition
+    divides by length - 1, zero on one-pixel maps.
     """
     if is_compiling():
         return _resize_taps(kernel, length)
-    return F.interpolate(
-        kernel[:, None], size=length, mode='linear', align_corners=True)[:, 0]
+    if kernel.device.type == 'cpu' or torch.jit.is_tracing():
+        resized = F.interpolate(
+            kernel[:, None], size=length, mode='linear', align_corners=True)
+        return resized[:, 0]
+    return _resize_by_matrix(kernel, length)
+
+
+def _resize_by_matrix(kernel: Tensor, length: int) -> Tensor:
+    """(C, K) kernels to (C, length) taps as one matrix product, in the
+    kernels' type also under autocast."""
+    matrix = _interpolation_matrix(kernel.shape[1], length, kernel.device,
+                                   kernel.dtype)
+    if autocast_dtype(kernel) != kernel.dtype:
+        with torch.autocast(kernel.device.type, enabled=False):
+            return kernel @ matrix
+    return kernel @ matrix
+
+
+@functools.lru_cache(maxsize=64)
+def _interpolation_matrix(taps: int, length: int, device: torch.device,
+                          dtype: torch.dtype) -> Tensor:
+    """The (taps, length) matrix M with ``kernel @ M`` the (C, taps) kernels
+    linearly resized to ``length`` taps, ``align_corners=True``: column j
+    holds the weights 1 - f and f at rows i and i + 1, where
+    j * (taps - 1) / (length - 1) = i + f (positions computed as
+    ``F.interpolate`` does); a single column keeps the first tap.
+
+    Cached per size, device and type (a few per stage and input size; the
+    cache is bounded), and built outside inference mode, so that a matrix
+    first made under ``torch.inference_mode()`` can still be saved for a
+    later backward pass.
+    """
+    with torch.inference_mode(False), torch.no_grad():
+        matrix = torch.zeros(taps, length, dtype=torch.float64)
+        if taps == 1 or length == 1:
+            matrix[0] = 1.
+        else:
+            scale = (taps - 1) / (length - 1)
+            position = scale * torch.arange(length, dtype=torch.float64)
+            low = position.floor().long().clamp(max=taps - 2)
+            weight = position - low
+            columns = torch.arange(length)
+            matrix[low, columns] = 1 - weight
+            matrix[low + 1, columns] = weight
+        return matrix.to(device=device, dtype=dtype)
 
 
 def _local(x: Tensor, local_kernel: Tensor) -> Tensor:

@@ -110,8 +110,9 @@ def autocast_dtype(x: Tensor) -> torch.dtype:
     type where autocast is off on its device or leaves it alone (float64,
     integers)."""
     device_type = x.device.type
-    if x.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-        return x.dtype
+    if x.dtype not in (torch.float32, torch.float16,
+                       torch.bfloat16) or device_type == 'meta':
+        return x.dtype  # (meta tensors, shapes only, have no autocast)
     if _PER_DEVICE_AUTOCAST_QUERY:
         if torch.is_autocast_enabled(device_type):
             return torch.get_autocast_dtype(device_type)
