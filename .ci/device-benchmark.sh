@@ -14,6 +14,7 @@
 #                         forced, and with the fast paths off) against
 #                         ConvNeXt-T and Swin-T
 #   tests.txt             the whole suite there, CUDA cases included
+#   results.txt, failures.txt  each test's outcome, each failure's traceback
 #   profile.txt           where the bf16 training step spends its time
 #   bench_gpu_compiled.*  ParCNetV2-T against ConvNeXt-T through
 #                         torch.compile, bf16
@@ -51,10 +52,16 @@ run)
         Swin-T \
         --json "$out/bench_gpu.json" > "$out/bench_gpu.txt" 2>&1 \
         || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
+    # 8 processes of 2 threads each (16 threads each oversubscribed 16
+    # cores and ran tests past any time limit); each outcome and failure is
+    # written as it arrives (.ci/pytest_stream_log.py), so a cut-off run
+    # still tells which tests failed and why
     workers=()
     if "$py" -c 'import xdist' 2>/dev/null; then workers=(-n 8); fi
-    timeout "${TEST_SECONDS:-110}" "$py" -m pytest tests -q -rs \
-        "${workers[@]}" -p no:cacheprovider > "$out/tests.txt" 2>&1 \
+    OMP_NUM_THREADS=2 OUT=$out PYTHONPATH=$PYTHONPATH:$PWD/.ci \
+        timeout "${TEST_SECONDS:-150}" "$py" -m pytest tests -o addopts= \
+        -p no:cacheprovider -p pytest_stream_log -rs "${workers[@]}" \
+        > "$out/tests.txt" 2>&1 \
         || echo "tests stopped: exit $?" | tee -a "$out/tests.txt"
     tail -3 "$out/tests.txt"
     timeout "${PROFILE_SECONDS:-50}" "$py" .ci/device-profile.py \
