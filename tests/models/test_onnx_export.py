@@ -192,3 +192,38 @@ def test_export_with_a_dynamic_batch_runs_other_batch_sizes(tmp_path, mode):
             expected = model(x)
         for out, ref in zip(session.run(None, {'image': x.numpy()}), expected):
             np.testing.assert_allclose(out, ref.numpy(), atol=1e-4, rtol=0)
+
+
+def test_a_stages_blocks_share_their_size_computation(tmp_path):
+    # with dynamic sizes each block would record its own shape arithmetic
+    # (about 30 nodes); the blocks of a stage share one, so that ONNX
+    # Runtime's optimiser merges what they build from it: a deeper stage
+    # adds no shape nodes to the optimised graph
+    import collections
+
+    import onnx
+
+    counts = []
+    for depth in (2, 4):
+        torch.manual_seed(0)
+        model = ParCNetV2(
+            dict(depths=[1, 1, depth, 1], dims=[8, 16, 24, 32]),
+            pretrain_size=64).eval()
+        path = str(tmp_path / f'depth{depth}.onnx')
+        legacy = dict(dynamo=False) if HAS_DYNAMO_EXPORTER else {}
+        torch.onnx.export(
+            model, (torch.randn(1, 3, 64, 96), ),
+            path,
+            input_names=['image'],
+            dynamic_axes={'image': {
+                2: 'height',
+                3: 'width'
+            }},
+            **legacy)
+        options = onnxruntime.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / f'opt{depth}.onnx')
+        onnxruntime.InferenceSession(path, options)
+        graph = onnx.load(options.optimized_model_filepath).graph
+        kinds = collections.Counter(node.op_type for node in graph.node)
+        counts.append({k: kinds[k] for k in ('Shape', 'Unsqueeze', 'Concat')})
+    assert counts[0] == counts[1], counts

@@ -27,6 +27,7 @@ from ..layers.oversized_conv import (IMPLEMENTATIONS, KERNEL_MODES,
                                      stored_kernel_lengths)
 from ..layers.pointwise import (GatedConv1x1, PlanesConv1x1, gelu,
                                 gelu_gated_linear)
+from ..layers.runtime import shared_sizes
 from ..layers.torch_ops import LAYER_NORM_IS_EXACT
 
 # ---------------------------------------------------------------------------
@@ -575,7 +576,10 @@ class ParCNetV2(BaseModule):
                 for block in stage:
                     x = cp.checkpoint(block, x, use_reentrant=False)
             else:
-                x = stage(x)
+                # exporting: the blocks share the sizes' nodes
+                with shared_sizes(
+                        batch=x.shape[0], height=x.shape[1], width=x.shape[2]):
+                    x = stage(x)
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}')
                 if self.gap_before_final_norm:

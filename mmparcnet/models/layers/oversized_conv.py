@@ -81,7 +81,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .runtime import (autocast_dtype, fast_paths_enabled, is_compiling,
-                      is_exporting)
+                      is_exporting, traced_size)
 
 KERNEL_MODES = ('interpolate', 'fixed')
 IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
@@ -438,18 +438,26 @@ def _resize_taps(kernel: Tensor, length) -> Tensor:
     return kernel[:, low] * (1 - weight) + kernel[:, low + 1] * weight
 
 
-def _toeplitz(window: Tensor, size) -> Tensor:
+def _toeplitz(window: Tensor,
+              size,
+              offsets: Optional[Tensor] = None) -> Tensor:
     """(C, size, size) matrices T[c, i, t] = window[c, size - 1 + t - i] from
     (C, 2 * size) windows of taps (the last one never read); ``size`` may be
-    symbolic.
+    symbolic, ``offsets`` its :func:`_toeplitz_offsets` if already made.
 
     Gathered as whole rows of channels (taps first), then transposed: in ONNX
     Runtime, gathering single elements, or building the matrices from
     repeated windows by slicing, costs up to twice as much.
     """
-    index = torch.arange(size, device=window.device)
-    offsets = index[None, :] - index[:, None] + (size - 1)
+    if offsets is None:
+        offsets = _toeplitz_offsets(size, window.device)
     return window.t()[offsets].permute(2, 0, 1)
+
+
+def _toeplitz_offsets(size, device: torch.device) -> Tensor:
+    """The (size, size) gather index of :func:`_toeplitz`."""
+    index = torch.arange(size, device=device)
+    return index[None, :] - index[:, None] + (size - 1)
 
 
 def _window(kernel: Tensor, size, centre: int) -> Tensor:
@@ -461,21 +469,28 @@ def _window(kernel: Tensor, size, centre: int) -> Tensor:
 def _traced_matmul(x: Tensor, k_h: Tensor, k_w: Tensor, mode: str,
                    local_kernel: Optional[Tensor]) -> Tensor:
     """The matmul path as exporters record it (sizes may be symbolic)."""
-    height, width = x.shape[-2], x.shape[-1]
+    height = traced_size('height', lambda: x.shape[-2])
+    width = traced_size('width', lambda: x.shape[-1])
     k_h, k_w = k_h[:, 0, :, 0], k_w[:, 0, 0, :]
     # X @ T_w^T, and T_w^T is the Toeplitz matrix of the reversed kernel
     # (reversed after resizing: at one tap, resizing keeps the first)
     if mode == 'interpolate':
         # 2 * size - 1 taps centred on size - 1: the window is the kernel and
         # a zero (constant pads: fewer nodes in the graph)
-        vertical = F.pad(_resize_1d(k_h, 2 * height - 1), (0, 1))
-        across = F.pad(_resize_1d(k_w, 2 * width - 1).flip(1), (0, 1))
+        taps_h = traced_size('taps_h', lambda: 2 * height - 1)
+        taps_w = traced_size('taps_w', lambda: 2 * width - 1)
+        vertical = F.pad(_resize_1d(k_h, taps_h), (0, 1))
+        across = F.pad(_resize_1d(k_w, taps_w).flip(1), (0, 1))
     else:
         taps_h, taps_w = k_h.shape[1], k_w.shape[1]
         vertical = _window(k_h, height, taps_h // 2)
         across = _window(k_w.flip(1), width, taps_w - 1 - taps_w // 2)
-    vertical = _toeplitz(vertical, height)  # (C, H_out, H_in)
-    across = _toeplitz(across, width)  # (C, W_in, W_out)
+    offsets_h = traced_size('offsets_h',
+                            lambda: _toeplitz_offsets(height, x.device))
+    offsets_w = traced_size('offsets_w',
+                            lambda: _toeplitz_offsets(width, x.device))
+    vertical = _toeplitz(vertical, height, offsets_h)  # (C, H_out, H_in)
+    across = _toeplitz(across, width, offsets_w)  # (C, W_in, W_out)
     out = torch.matmul(vertical.to(x.dtype), x)
     out = torch.matmul(out, across.to(x.dtype))
     if local_kernel is not None:

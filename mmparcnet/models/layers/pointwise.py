@@ -34,7 +34,7 @@ from torch import Tensor
 from .fused_linear import fused_linear_applies, linear
 from .gated_linear import gated_linear, gated_linear_applies
 from .runtime import (autograd_records, fast_paths_enabled, is_exporting,
-                      plain_ops_needed)
+                      plain_ops_needed, traced_size)
 from .torch_ops import gelu_, stride_safe_gelu
 
 
@@ -99,12 +99,21 @@ class PlanesConv1x1(nn.Conv2d):
 def _rows_to_maps(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     """``W @ rows^T (+ b)``: channels-last (N, H, W, C_in) to contiguous NCHW
     (N, C_out, H, W), one product per sample."""
-    batch, height, width, channels = x.shape
-    rows = x.reshape(batch, height * width, channels)
+    batch, height, width = _map_sizes(x, channels_last=True)
+    rows = x.reshape(batch, -1, weight.shape[1])
     maps = torch.matmul(weight, rows.transpose(1, 2))
     if bias is not None:
         maps = maps + bias[:, None]
     return maps.reshape(batch, weight.shape[0], height, width)
+
+
+def _map_sizes(x: Tensor, channels_last: bool) -> Tuple:
+    """Batch, height and width of a map, shared by a stage's blocks while
+    the legacy exporter traces (:func:`.runtime.traced_size`)."""
+    first = 1 if channels_last else 2
+    return (traced_size('batch', lambda: x.shape[0]),
+            traced_size('height', lambda: x.shape[first]),
+            traced_size('width', lambda: x.shape[first + 1]))
 
 
 class GatedConv1x1(nn.Conv2d):
@@ -117,14 +126,15 @@ class GatedConv1x1(nn.Conv2d):
         super().__init__(in_channels, out_channels, 1, bias=bias)
 
     def forward(self, x: Tensor, gate: Tensor) -> Tensor:
-        batch, channels, height, width = x.shape
         weight = self.weight.flatten(1)
         if is_exporting():  # W @ (x * gate), per sample, then to rows
-            maps = (x * gate).reshape(batch, channels, height * width)
+            batch, height, width = _map_sizes(x, channels_last=False)
+            maps = (x * gate).reshape(batch, weight.shape[1], -1)
             out = torch.matmul(weight, maps).transpose(1, 2)
             if self.bias is not None:
                 out = out + self.bias
             return out.reshape(batch, height, width, -1)
+        batch, channels, height, width = x.shape
         # (C, N, H, W) planes seen as (N H W, C) rows: a transposed operand
         rows = x.transpose(0, 1).reshape(channels, -1).t()
         gate_rows = gate.transpose(0, 1).reshape(channels, -1).t()

@@ -21,6 +21,7 @@ computation with public PyTorch operators only (``'auto'`` means
 """
 import contextlib
 import os
+from typing import Callable, List
 
 import torch
 from torch import Tensor
@@ -121,3 +122,39 @@ def autocast_dtype(x: Tensor) -> torch.dtype:
     elif device_type == 'cuda' and torch.is_autocast_enabled():
         return torch.get_autocast_gpu_dtype()
     return x.dtype
+
+
+# While the tracing (legacy) ONNX exporter records a stage, its blocks take
+# the map's sizes, and what they compute from them (the resized kernels'
+# length, the Toeplitz gather index), from one place: recorded from each
+# block's own input they are separate nodes (about 30 a block), which ONNX
+# Runtime cannot merge; from one source its optimiser merges what the
+# blocks build from them alike (the shapes of their reshapes).
+_STAGE_SIZES: List[dict] = []
+
+
+@contextlib.contextmanager
+def shared_sizes(**sizes):
+    """``with shared_sizes(batch=n, height=h, width=w): stage(x)``: the
+    layers inside, all on maps of that size, take their sizes from here
+    (:func:`traced_size`) while the legacy exporter traces; a no-op
+    otherwise."""
+    tracing = torch.jit.is_tracing()
+    if tracing:
+        _STAGE_SIZES.append(dict(sizes))
+    try:
+        yield
+    finally:
+        if tracing:
+            _STAGE_SIZES.pop()
+
+
+def traced_size(name: str, make: Callable[[], object]):
+    """``make()``, or inside :func:`shared_sizes` while tracing, the value
+    of that name there (made once, by the first caller)."""
+    if not _STAGE_SIZES or not torch.jit.is_tracing():
+        return make()
+    shared = _STAGE_SIZES[-1]
+    if name not in shared:
+        shared[name] = make()
+    return shared[name]
