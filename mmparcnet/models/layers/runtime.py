@@ -21,6 +21,7 @@ computation with public PyTorch operators only (``'auto'`` means
 """
 import contextlib
 import os
+import threading
 from typing import Callable, List
 
 import torch
@@ -130,31 +131,45 @@ def autocast_dtype(x: Tensor) -> torch.dtype:
 # block's own input they are separate nodes (about 30 a block), which ONNX
 # Runtime cannot merge; from one source its optimiser merges what the
 # blocks build from them alike (the shapes of their reshapes).
-_STAGE_SIZES: List[dict] = []
+_TRACE = threading.local()  # .stages: a stack of dicts, per thread
 
 
-@contextlib.contextmanager
+def _stages() -> List[dict]:
+    if not hasattr(_TRACE, 'stages'):
+        _TRACE.stages = []
+    return _TRACE.stages
+
+
 def shared_sizes(**sizes):
     """``with shared_sizes(batch=n, height=h, width=w): stage(x)``: the
     layers inside, all on maps of that size, take their sizes from here
-    (:func:`traced_size`) while the legacy exporter traces; a no-op
-    otherwise."""
-    tracing = torch.jit.is_tracing()
-    if tracing:
-        _STAGE_SIZES.append(dict(sizes))
-    try:
-        yield
-    finally:
-        if tracing:
-            _STAGE_SIZES.pop()
+    (:func:`traced_size`) while the legacy exporter traces; otherwise a
+    ``nullcontext`` (which ``torch.compile`` traces through on every
+    PyTorch version)."""
+    if not torch.jit.is_tracing():
+        return contextlib.nullcontext()
+    return _SharedSizes(sizes)
+
+
+class _SharedSizes:
+
+    def __init__(self, sizes: dict):
+        self.sizes = sizes
+
+    def __enter__(self):
+        _stages().append(dict(self.sizes))
+
+    def __exit__(self, *exc_info):
+        _stages().pop()
 
 
 def traced_size(name: str, make: Callable[[], object]):
     """``make()``, or inside :func:`shared_sizes` while tracing, the value
     of that name there (made once, by the first caller)."""
-    if not _STAGE_SIZES or not torch.jit.is_tracing():
+    stages = _stages()
+    if not stages or not torch.jit.is_tracing():
         return make()
-    shared = _STAGE_SIZES[-1]
+    shared = stages[-1]
     if name not in shared:
         shared[name] = make()
     return shared[name]
