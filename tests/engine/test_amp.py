@@ -74,7 +74,7 @@ SCALED = [
 
 
 @pytest.mark.parametrize('device', DEVICES)
-@pytest.mark.parametrize('impl', ['direct', 'fft'])
+@pytest.mark.parametrize('impl', ['direct', 'fft', 'matmul'])
 def test_amp_training_stays_finite_and_learns(device, impl):
     torch.manual_seed(0)
     model = TinyClassifier(impl).to(device)
