@@ -822,11 +822,12 @@ def main(argv=None) -> int:
             result['memory'] = device.type
     if 'onnx' in parts:
         import onnxruntime
+        provider = onnx_providers(device)[0]
         result.update(
             onnxruntime=onnxruntime.__version__,
-            onnx_provider=onnx_providers(device)[0],
-            onnx_eager_device=('cuda' if onnx_providers(device)[0]
-                               == 'CUDAExecutionProvider' else 'cpu'),
+            onnx_provider=provider,
+            onnx_eager_device=('cuda' if provider == 'CUDAExecutionProvider'
+                               else 'cpu'),
             onnx=bench_onnx(device, list(dict.fromkeys(onnx_sizes)), warmup,
                             repeats))
     print_report(result)

@@ -35,11 +35,14 @@ from torch import Tensor
 
 from .runtime import plain_ops_needed
 
+_GELU_IN_PLACE = getattr(torch._C._nn, 'gelu_', None)  # looked up once
+
 
 def gelu_(x: Tensor) -> Tensor:
     """GELU in place (exact, erf-based)."""
-    inplace = getattr(torch._C._nn, 'gelu_', None)
-    return inplace(x) if inplace is not None else x.copy_(F.gelu(x))
+    if _GELU_IN_PLACE is not None:
+        return _GELU_IN_PLACE(x)
+    return x.copy_(F.gelu(x))
 
 
 def gelu_backward_into(grad: Tensor, x: Tensor, out: Tensor) -> Tensor:
