@@ -60,7 +60,8 @@ run)
     if "$py" -c 'import xdist' 2>/dev/null; then workers=(-n 8); fi
     OMP_NUM_THREADS=2 OUT=$out PYTHONPATH=$PYTHONPATH:$PWD/.ci \
         timeout "${TEST_SECONDS:-150}" "$py" -m pytest tests -o addopts= \
-        -p no:cacheprovider -p pytest_stream_log -rs "${workers[@]}" \
+        -p no:cacheprovider -p pytest_stream_log -rs \
+        ${workers[@]+"${workers[@]}"} \
         > "$out/tests.txt" 2>&1 \
         || echo "tests stopped: exit $?" | tee -a "$out/tests.txt"
     tail -3 "$out/tests.txt"

@@ -24,8 +24,10 @@ def pytest_runtest_logreport(report):
     if hasattr(_config, 'workerinput'):  # xdist: the controller writes
         return
     if report.when == 'call' or report.outcome != 'passed':
-        _write('results.txt', f'{report.outcome:8} {report.when:8} '
-               f'{report.duration:6.1f}s {report.nodeid}\n')
+        _write(
+            'results.txt', f'{report.outcome:8} {report.when:8} '
+            f'{report.duration:6.1f}s {report.nodeid}\n')
     if report.failed:
-        _write('failures.txt', f'\n===== {report.nodeid} ({report.when})\n'
-               f'{report.longreprtext}\n')
+        _write(
+            'failures.txt', f'\n===== {report.nodeid} ({report.when})\n'
+            f'{report.longreprtext}\n')

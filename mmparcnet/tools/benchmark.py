@@ -4,8 +4,9 @@ Three parts, one run:
 
 1. the oversized convolution alone, every implementation (direct, FFT,
    matmul) forward and forward+backward at the four stage shapes
-   ParCNetV2-T meets on a detection input (800x1216 by default), with the
-   path the automatic choice takes and its speed-up over the direct path;
+   ParCNetV2-T meets on a detection input (800x1216 by default), in each of
+   ``--dtypes`` (bf16: a bf16 map under autocast), with the path the
+   automatic choice takes and its speed-up over the direct path;
 2. ParCNetV2-T (automatic and direct oversized convolution) against
    ConvNeXt-T and Swin-T as detection backbones (all four stage outputs):
    forward, forward+backward, peak memory, in fp32 and bf16 autocast, with

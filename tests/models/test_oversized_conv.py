@@ -95,14 +95,34 @@ def test_resize_by_matrix_keeps_the_kernel_type_under_autocast():
 
 
 def test_resize_matrix_made_in_inference_mode_serves_training():
-    from mmparcnet.models.layers.oversized_conv import (_interpolation_matrix,
-                                                        _resize_by_matrix)
-    _interpolation_matrix.cache_clear()
+    from mmparcnet.models.layers.oversized_conv import (
+        _cached_interpolation_matrix, _resize_by_matrix)
+    _cached_interpolation_matrix.cache_clear()
     kernel = torch.randn(4, 17, requires_grad=True)
     with torch.inference_mode():
         _resize_by_matrix(kernel.detach(), 31)  # fills the cache
     _resize_by_matrix(kernel, 31).sum().backward()  # saves it for backward
     assert kernel.grad is not None
+
+
+def test_resize_matrix_cache_keeps_real_tensors_only():
+    # a tracer's fake tensors must not be kept for later real calls
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from mmparcnet.models.layers.oversized_conv import (
+        _cached_interpolation_matrix, _resize_by_matrix)
+    _cached_interpolation_matrix.cache_clear()
+    with FakeTensorMode() as mode:
+        fake = mode.from_tensor(torch.randn(4, 13))
+        assert _resize_by_matrix(fake, 21).shape == (4, 21)
+    assert _cached_interpolation_matrix.cache_info().currsize == 0
+    kernel = torch.randn(4, 13)
+    resized = _resize_by_matrix(kernel, 21)
+    assert _cached_interpolation_matrix.cache_info().currsize == 1
+    assert type(resized) is torch.Tensor
+    expected = F.interpolate(
+        kernel[:, None], size=21, mode='linear', align_corners=True)
+    torch.testing.assert_close(resized, expected[:, 0])
 
 
 def test_resize_off_the_cpu_has_no_nondeterministic_backward():

@@ -94,12 +94,14 @@ IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 # element (about three times that with the backward), the matmul path H + W
 # in GEMMs, the FFT about a constant times log(HW) plus fixed launch costs.
 # Unknown device types use the CPU rules. On the CPU the GEMMs win from about
-# 40 taps and the FFT never does. On CUDA (an H200, batch 2, 800x1216, fp32
-# and bf16) the GEMMs win from stage 0 to stage 2 (1006 to 250 taps: 2.3 to
-# 1.9 ms forward+backward against the FFT's 3.2 to 2.0 and the direct
-# path's 19.9 to 2.3), the direct path at stage 3 (124 taps: 1.1 ms against
-# 1.9). The measurements: docs/speed.md, "Where the code's choices come
-# from".
+# 40 taps and the FFT never does. On CUDA (an H200, batch 2, 800x1216) the
+# GEMMs win from stage 0 to stage 2 in fp32 (1006 to 250 taps: 2.3 to 1.9 ms
+# forward+backward against the FFT's 3.2 to 2.0 and the direct path's 19.9
+# to 2.3; in bf16 stage 2 is a tie with the direct path), the direct path at
+# stage 3 (124 taps: 1.1 ms against 1.9). The rules do not depend on the
+# type: in a bf16 forward of the whole backbone the direct path was faster
+# (33.9 against 40.4 ms), in bf16 training the GEMMs (117 against 161). The
+# measurements: docs/speed.md, "Where the code's choices come from".
 FAST_PATHS = {
     ('cpu', 'forward'): [('matmul', 40, 0)],
     ('cpu', 'training'): [('matmul', 40, 0)],
@@ -185,42 +187,64 @@ def _resize_1d(kernel: Tensor, length) -> Tensor:
 
 def _resize_by_matrix(kernel: Tensor, length: int) -> Tensor:
     """(C, K) kernels to (C, length) taps as one matrix product, in the
-    kernels' type also under autocast."""
-    matrix = _interpolation_matrix(kernel.shape[1], length, kernel.device,
-                                   kernel.dtype)
+    kernels' type also under autocast (with TF32 matrix products switched
+    on, the resize is TF32 too, as every other product of the network)."""
+    taps = kernel.shape[1]
+    if _cacheable(kernel, length):
+        matrix = _cached_interpolation_matrix(taps, length, kernel.device,
+                                              kernel.dtype)
+    else:
+        matrix = _interpolation_matrix(taps, length, kernel.device,
+                                       kernel.dtype)
     if autocast_dtype(kernel) != kernel.dtype:
         with torch.autocast(kernel.device.type, enabled=False):
             return kernel @ matrix
     return kernel @ matrix
 
 
-@functools.lru_cache(maxsize=64)
+def _cacheable(kernel: Tensor, length) -> bool:
+    """Whether the matrix for ``kernel`` may be kept: a real tensor (not a
+    fake or other subclass a tracer passes), a concrete length, and not
+    while a CUDA graph is being captured (its memory would belong to the
+    graph)."""
+    if type(kernel) is not torch.Tensor or not isinstance(length, int):
+        return False
+    return not (kernel.is_cuda and torch.cuda.is_current_stream_capturing())
+
+
 def _interpolation_matrix(taps: int, length: int, device: torch.device,
                           dtype: torch.dtype) -> Tensor:
     """The (taps, length) matrix M with ``kernel @ M`` the (C, taps) kernels
     linearly resized to ``length`` taps, ``align_corners=True``: column j
     holds the weights 1 - f and f at rows i and i + 1, where
-    j * (taps - 1) / (length - 1) = i + f (positions computed as
-    ``F.interpolate`` does); a single column keeps the first tap.
+    j * (taps - 1) / (length - 1) = i + f (positions in float64 where the
+    device has it, float32 as ``F.interpolate`` otherwise); a single column
+    keeps the first tap.
 
-    Cached per size, device and type (a few per stage and input size; the
-    cache is bounded), and built outside inference mode, so that a matrix
-    first made under ``torch.inference_mode()`` can still be saved for a
-    later backward pass.
+    Built on the device itself (no copy from the host), and outside
+    inference mode, so that a matrix first made under
+    ``torch.inference_mode()`` can still be saved for a later backward pass.
     """
+    positions = (
+        torch.float64 if device.type in ('cpu', 'cuda') else torch.float32)
     with torch.inference_mode(False), torch.no_grad():
-        matrix = torch.zeros(taps, length, dtype=torch.float64)
+        matrix = torch.zeros(taps, length, dtype=dtype, device=device)
         if taps == 1 or length == 1:
             matrix[0] = 1.
-        else:
-            scale = (taps - 1) / (length - 1)
-            position = scale * torch.arange(length, dtype=torch.float64)
-            low = position.floor().long().clamp(max=taps - 2)
-            weight = position - low
-            columns = torch.arange(length)
-            matrix[low, columns] = 1 - weight
-            matrix[low + 1, columns] = weight
-        return matrix.to(device=device, dtype=dtype)
+            return matrix
+        scale = (taps - 1) / (length - 1)
+        position = scale * torch.arange(length, dtype=positions, device=device)
+        low = position.floor().long().clamp(max=taps - 2)
+        weight = position - low
+        columns = torch.arange(length, device=device)
+        matrix[low, columns] = (1 - weight).to(dtype)
+        matrix[low + 1, columns] = weight.to(dtype)
+        return matrix
+
+
+# a few per stage and input size; bounded for multi-scale training
+_cached_interpolation_matrix = functools.lru_cache(maxsize=128)(
+    _interpolation_matrix)
 
 
 def _local(x: Tensor, local_kernel: Tensor) -> Tensor:
