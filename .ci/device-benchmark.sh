@@ -69,7 +69,7 @@ run)
         "${size[@]}" > "$out/profile.txt" 2>&1 \
         || echo "profile stopped: exit $?" | tee -a "$out/profile.txt"
     compiled=$out/bench_gpu_compiled
-    timeout "${COMPILE_SECONDS:-60}" "$py" -m mmparcnet.tools.benchmark \
+    timeout "${COMPILE_SECONDS:-90}" "$py" -m mmparcnet.tools.benchmark \
         --size "${size[@]}" --parts backbones \
         --backbones ParCNetV2-T ConvNeXt-T --dtypes bf16 --warmup 3 \
         --repeats 10 --compile inductor --json "$compiled.json" \
