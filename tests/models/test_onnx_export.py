@@ -42,19 +42,22 @@ def export(model, path, dynamo):
                 3: dim('width', min=3, max=4096)
             }, ))
     else:
-        # the keyword exists from PyTorch 2.5, with the legacy exporter the
-        # default until 2.9
-        legacy = dict(dynamo=False) if HAS_DYNAMO_EXPORTER else {}
-        torch.onnx.export(
-            model, (x, ),
-            str(path),
-            input_names=['image'],
-            **legacy,
-            dynamic_axes={'image': {
-                2: 'height',
-                3: 'width'
-            }})
+        export_legacy(model, path, {2: 'height', 3: 'width'})
     return onnxruntime.InferenceSession(str(path))
+
+
+def export_legacy(model, path, dynamic_axes):
+    """The legacy (tracing) exporter on a 64x96 image, ``dynamic_axes`` of
+    the input named as given."""
+    # the keyword exists from PyTorch 2.5, with the legacy exporter the
+    # default until 2.9
+    legacy = dict(dynamo=False) if HAS_DYNAMO_EXPORTER else {}
+    torch.onnx.export(
+        model, (torch.randn(1, 3, 64, 96), ),
+        str(path),
+        input_names=['image'],
+        dynamic_axes={'image': dynamic_axes},
+        **legacy)
 
 
 def check_sizes(session, model, sizes):
@@ -174,17 +177,7 @@ def test_export_with_a_dynamic_batch_runs_other_batch_sizes(tmp_path, mode):
     torch.manual_seed(0)
     model = ParCNetV2(SMALL, kernel_mode=mode, pretrain_size=64).eval()
     path = str(tmp_path / 'backbone.onnx')
-    legacy = dict(dynamo=False) if HAS_DYNAMO_EXPORTER else {}
-    torch.onnx.export(
-        model, (torch.randn(1, 3, 64, 96), ),
-        path,
-        input_names=['image'],
-        dynamic_axes={'image': {
-            0: 'batch',
-            2: 'height',
-            3: 'width'
-        }},
-        **legacy)
+    export_legacy(model, path, {0: 'batch', 2: 'height', 3: 'width'})
     session = onnxruntime.InferenceSession(path)
     for batch, size in ((2, (45, 70)), (3, (17, 3))):
         x = torch.randn(batch, 3, *size)
@@ -210,16 +203,7 @@ def test_a_stages_blocks_share_their_size_computation(tmp_path):
             dict(depths=[1, 1, depth, 1], dims=[8, 16, 24, 32]),
             pretrain_size=64).eval()
         path = str(tmp_path / f'depth{depth}.onnx')
-        legacy = dict(dynamo=False) if HAS_DYNAMO_EXPORTER else {}
-        torch.onnx.export(
-            model, (torch.randn(1, 3, 64, 96), ),
-            path,
-            input_names=['image'],
-            dynamic_axes={'image': {
-                2: 'height',
-                3: 'width'
-            }},
-            **legacy)
+        export_legacy(model, path, {2: 'height', 3: 'width'})
         options = onnxruntime.SessionOptions()
         options.optimized_model_filepath = str(tmp_path / f'opt{depth}.onnx')
         onnxruntime.InferenceSession(path, options)

@@ -229,13 +229,10 @@ def _interpolation_matrix(taps: int, length: int, device: torch.device,
         torch.float64 if device.type in ('cpu', 'cuda') else torch.float32)
     with torch.inference_mode(False), torch.no_grad():
         matrix = torch.zeros(taps, length, dtype=dtype, device=device)
-        if taps == 1 or length == 1:
+        if taps == 1:
             matrix[0] = 1.
             return matrix
-        scale = (taps - 1) / (length - 1)
-        position = scale * torch.arange(length, dtype=positions, device=device)
-        low = position.floor().long().clamp(max=taps - 2)
-        weight = position - low
+        low, weight = _lerp_positions(taps, length, device, positions)
         columns = torch.arange(length, device=device)
         matrix[low, columns] = (1 - weight).to(dtype)
         matrix[low + 1, columns] = weight.to(dtype)
@@ -452,14 +449,23 @@ def _resize_taps(kernel: Tensor, length) -> Tensor:
     # positions in float32 at least: in bf16 the taps of a 111-tap kernel
     # would land a whole tap off
     dtype = torch.float64 if kernel.dtype == torch.float64 else torch.float32
-    steps = torch.arange(length, device=kernel.device, dtype=dtype)
+    low, weight = _lerp_positions(taps, length, kernel.device, dtype)
+    weight = weight.to(kernel.dtype)
+    return kernel[:, low] * (1 - weight) + kernel[:, low + 1] * weight
+
+
+def _lerp_positions(taps: int, length, device: torch.device,
+                    dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """For each of ``length`` (possibly symbolic) output taps of a linear
+    resize of ``taps`` > 1 taps with align_corners=True, the lower input
+    tap i and the weight f of tap i + 1, positions computed in ``dtype``."""
+    steps = torch.arange(length, device=device, dtype=dtype)
     # like F.interpolate: position j * (K - 1) / (length - 1), 0 for length 1
     scale = (taps - 1) / torch.clamp(
         torch.full_like(steps[:1], 1.) * (length - 1), min=1.)
     position = steps * scale
     low = torch.clamp(position.floor().long(), max=taps - 2)
-    weight = (position - low.to(dtype)).to(kernel.dtype)
-    return kernel[:, low] * (1 - weight) + kernel[:, low + 1] * weight
+    return low, position - low.to(dtype)
 
 
 def _toeplitz(window: Tensor,
