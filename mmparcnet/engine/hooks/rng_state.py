@@ -60,9 +60,11 @@ def restore(state: dict, host: bool = True) -> None:
         version, internal, gauss = state['python']
         random.setstate((version, tuple(internal), gauss))
         np.random.set_state(tuple(state['numpy']))
-    torch.set_rng_state(state['torch'])
+    # on a GPU host mmengine's resume loads the checkpoint onto the GPU,
+    # and the generators take their states as CPU byte tensors only
+    torch.set_rng_state(state['torch'].cpu())
     if 'cuda' in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state['cuda'])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
 
 
 class RNGStateHook(Hook):
