@@ -8,7 +8,8 @@
 # `run` installs the wheels into /tmp/site (when .whl/ is there), then
 # writes into $OUT (default ./device-out), each step cut off after its
 # budget of seconds so that the whole run fits a short lease:
-#   bench_gpu.txt/.json   the benchmark: the oversized convolution's paths at
+#   bench_gpu.txt/.json   the benchmark (and nvidia-smi's line for the GPU):
+#                         the oversized convolution's paths at
 #                         the four stage shapes in fp32 and bf16, and the
 #                         backbones (ParCNetV2-T automatic, with each path
 #                         forced, and with the fast paths off) against
@@ -42,8 +43,11 @@ run)
             --no-cache-dir --target /tmp/site .whl/*.whl
         export PYTHONPATH=/tmp/site:$PWD
     fi
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
-        2>&1 | tee "$out/gpu.txt" || true
+    # (the GPU's line goes to the end of bench_gpu.txt: a lease brings back
+    # eight files at most)
+    gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version \
+        --format=csv 2>&1 || true)
+    echo "$gpu"
     # every step runs: a failure or a cut-off is a result too
     timeout "${BENCH_SECONDS:-240}" "$py" -m mmparcnet.tools.benchmark \
         --size "${size[@]}" --warmup 5 --repeats 20 --parts conv backbones \
@@ -52,6 +56,7 @@ run)
         Swin-T \
         --json "$out/bench_gpu.json" > "$out/bench_gpu.txt" 2>&1 \
         || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
+    echo "$gpu" >> "$out/bench_gpu.txt"
     # 8 processes of 2 threads each (16 threads each oversubscribed 16
     # cores and ran tests past any time limit); each outcome and failure is
     # written as it arrives (.ci/pytest_stream_log.py), so a cut-off run

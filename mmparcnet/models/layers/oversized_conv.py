@@ -94,14 +94,16 @@ IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 # element (about three times that with the backward), the matmul path H + W
 # in GEMMs, the FFT about a constant times log(HW) plus fixed launch costs.
 # Unknown device types use the CPU rules. On the CPU the GEMMs win from about
-# 40 taps and the FFT never does. On CUDA (an H200, batch 2, 800x1216) the
-# GEMMs win from stage 0 to stage 2 in fp32 (1006 to 250 taps: 2.3 to 1.9 ms
-# forward+backward against the FFT's 3.2 to 2.0 and the direct path's 19.9
-# to 2.3; in bf16 stage 2 is a tie with the direct path), the direct path at
-# stage 3 (124 taps: 1.1 ms against 1.9). The rules do not depend on the
-# type: in a bf16 forward of the whole backbone the direct path was faster
-# (33.9 against 40.4 ms), in bf16 training the GEMMs (117 against 161). The
-# measurements: docs/speed.md, "Where the code's choices come from".
+# 40 taps and the FFT never does. On CUDA (an H200, batch 2, 800x1216, two
+# runs) the GEMMs win at stages 0 and 1 (1006 and 502 taps: 1.8-2.4 ms
+# forward+backward against the FFT's 2.3-3.2 and the direct path's 5.3-19.9),
+# stage 2 (250 taps) is a tie with the direct path (1.9 against 2.3 ms in
+# one run, 2.4 against 2.1 in the other), and the direct path wins at stage 3
+# (124 taps: 1.0-1.1 ms against 1.9). The rules do not depend on the type:
+# with these rules the whole backbone ran faster than with any path forced,
+# in fp32 and bf16, forward and training, but for the fp32 forward with the
+# matmul path forced (29.9 against 30.4 ms). The measurements: docs/speed.md,
+# "Where the code's choices come from".
 FAST_PATHS = {
     ('cpu', 'forward'): [('matmul', 40, 0)],
     ('cpu', 'training'): [('matmul', 40, 0)],
@@ -532,16 +534,16 @@ def _toeplitz_view(kernel: Tensor, size: int) -> Tensor:
     """(C, size, size) matrices T[c, i, t] = kernel[c, t - i + K // 2] for a
     centred (C, K) kernel, zero where no tap exists.
 
-    After cropping or zero-padding the kernel to 2 * size - 1 taps and
-    flipping it (f), T[c, i, t] = f[c, i + (size - 1 - t)]: a sliding window
-    of f read with the columns reversed.
+    After cropping or zero-padding the kernel to 2 * size - 1 taps (g),
+    T[c, i, t] = g[c, (size - 1 - i) + t]: the sliding windows of g, last
+    window first (one copy; strides cannot run backwards).
     """
     centre, reach = kernel.shape[1] // 2, size - 1
     if centre >= reach:
         kernel = kernel[:, centre - reach:centre + reach + 1]
     else:
         kernel = F.pad(kernel, (reach - centre, reach - centre))
-    return kernel.flip(1).unfold(1, size, 1).flip(2)
+    return kernel.unfold(1, size, 1).flip(1)
 
 
 def _by_plane(matrices: Tensor, planes: Tensor) -> Tensor:
