@@ -482,17 +482,88 @@ def onnx_providers(device: torch.device) -> List[str]:
     return ['CPUExecutionProvider']
 
 
+# What ONNX Runtime's profiler reports, grouped: node types by what they do,
+# and first, by node name, the oversized convolution (its Toeplitz products
+# and, in a dynamic export, the building of the matrices)
+ONNX_PROFILE_PARTS = (
+    ('oversized convolution', ()),
+    ('projections', ('MatMul', 'Gemm', 'FusedMatMul', 'FusedGemm')),
+    ('convolutions', ('Conv', 'FusedConv')),
+    ('norms', ('LayerNormalization', 'SimplifiedLayerNormalization',
+               'SkipLayerNormalization')),
+    ('GELU', ('Gelu', 'BiasGelu', 'FastGelu', 'Erf')),
+    ('elementwise', ('Add', 'Mul', 'Sub', 'Div', 'Sqrt', 'Pow')),
+    ('layout', ('Transpose', 'Reshape', 'ReorderInput', 'ReorderOutput',
+                'Flatten', 'Squeeze', 'Unsqueeze', 'Concat', 'Split', 'Slice',
+                'Gather', 'Expand', 'Pad')),
+    ('other', ()),
+)
+OVERSIZED_CONV_NODES = '/dwconv1/'
+
+
+def onnx_profile_parts(events: List[dict],
+                       skip_first_run: bool = False) -> Dict[str, float]:
+    """ms per run of each of :data:`ONNX_PROFILE_PARTS`, and ``'all
+    nodes'``, from the events of ONNX Runtime's profiler (its JSON file):
+    each node's kernel time, summed and divided by the runs;
+    ``skip_first_run`` leaves out the first run (a warm-up)."""
+    runs = sorted((event['ts'], event['ts'] + event['dur']) for event in events
+                  if event.get('name') == 'model_run')
+    start = runs[0][1] if skip_first_run and runs else float('-inf')
+    runs = [run for run in runs if run[0] >= start]
+    if not runs:
+        raise ValueError('the ONNX Runtime profile holds no model_run '
+                         '(after the warm-up)')
+    part_of = {op: part for part, ops in ONNX_PROFILE_PARTS for op in ops}
+    parts = {part: 0. for part, _ in ONNX_PROFILE_PARTS}
+    for event in events:
+        name = event.get('name', '')
+        if (event.get('cat') != 'Node' or not name.endswith('_kernel_time')
+                or event['ts'] < start):
+            continue
+        if OVERSIZED_CONV_NODES in name:
+            part = 'oversized convolution'
+        else:
+            part = part_of.get(event['args']['op_name'], 'other')
+        parts[part] += event['dur'] / 1e3 / len(runs)
+    parts['all nodes'] = sum(parts.values())
+    return parts
+
+
+def profile_onnx(path: str, providers: List[str], feed: dict,
+                 runs: int) -> Dict[str, float]:
+    """:func:`onnx_profile_parts` of ``runs`` runs of a fresh session (ONNX
+    Runtime profiles whole sessions), after one run left out as a warm-up."""
+    import onnxruntime
+    options = onnxruntime.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.splitext(path)[0] + '-profile'
+    session = onnxruntime.InferenceSession(path, options, providers=providers)
+    for _ in range(runs + 1):
+        session.run(None, feed)
+    profile = session.end_profiling()
+    try:
+        with open(profile) as file:
+            return onnx_profile_parts(json.load(file), skip_first_run=True)
+    finally:
+        os.remove(profile)
+
+
 def bench_onnx(device,
                sizes: List[Tuple[int, int]],
                warmup,
                repeats,
-               names=ONNX_BACKBONES) -> List[dict]:
+               names=ONNX_BACKBONES,
+               profile: bool = False) -> List[dict]:
     """Each backbone in eager PyTorch, and exported for a fixed size and
     with dynamic height and width, in ONNX Runtime, at each size, batch 1,
     all timed in turns (:func:`measure_interleaved`). The dynamic export is
     made once, at 224x224; the fixed ones at the size they run. ONNX Runtime
     takes its CUDA provider where ``device`` is CUDA and the provider is
-    installed, its CPU provider otherwise (and eager runs there too)."""
+    installed, its CPU provider otherwise (and eager runs there too). With
+    ``profile``, each export is run ``repeats`` times more under ONNX
+    Runtime's profiler, after the timing: ``onnx_fixed_profile`` and
+    ``onnx_dynamic_profile`` (:func:`onnx_profile_parts`)."""
     import onnxruntime
     providers = onnx_providers(device)
     if providers[0] == 'CPUExecutionProvider':
@@ -505,10 +576,13 @@ def bench_onnx(device,
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
 
+        paths = {}
+
         def session(name, kind, example):
             path = os.path.join(
                 tmp, f'{name}-{kind}-{"x".join(map(str, example.shape))}.onnx')
             export_onnx(models[name], path, example, kind == 'onnx_dynamic')
+            paths[name, kind] = path
             return onnxruntime.InferenceSession(path, providers=providers)
 
         dynamic = {
@@ -569,6 +643,10 @@ def bench_onnx(device,
                     row[f'{kind}_ms'] = timed[name, kind]['ms']
                     if kind != 'eager':
                         row[f'{kind}_max_diff'] = diffs[name, kind]
+                    if kind != 'eager' and profile:
+                        row[f'{kind}_profile'] = profile_onnx(
+                            paths[name, kind], providers, feed,
+                            max(repeats, 1))
                 rows.append(row)
             print(
                 f'  measured {", ".join(models)} exported, at '
@@ -678,6 +756,30 @@ def print_onnx_report(result: dict) -> None:
         cells.append(f'{row["onnx_fixed_max_diff"]:>10.1e} '
                      f'{row["onnx_dynamic_max_diff"]:>8.1e}')
         print(' '.join(cells))
+    profiled = [row for row in result['onnx'] if 'onnx_fixed_profile' in row]
+    if profiled:
+        print_onnx_profile(profiled)
+
+
+def print_onnx_profile(rows: List[dict]) -> None:
+    names = list(dict.fromkeys(row['backbone'] for row in rows))
+    print('\nWhere ONNX Runtime spends the time (its profiler: node kernel '
+          'time, ms per run, summed by part)')
+    kinds = ('onnx_fixed', 'onnx_dynamic')
+    header = ' '.join(f'{kind[5:] + " " + name:>22}' for kind in kinds
+                      for name in names)
+    for size in dict.fromkeys(row['input'] for row in rows):
+        by_name = {
+            row['backbone']: row
+            for row in rows if row['input'] == size
+        }
+        print(f'{size:>9} {"part":22} {header}')
+        for part in [part for part, _ in ONNX_PROFILE_PARTS] + ['all nodes']:
+            cells = ' '.join(
+                f'{_fmt(by_name[name][kind + "_profile"].get(part)):>22}'
+                if name in by_name else f'{"-":>22}' for kind in kinds
+                for name in names)
+            print(f'{"":>9} {part:22} {cells}')
 
 
 def parse_args(argv=None):
@@ -716,6 +818,11 @@ def parse_args(argv=None):
         default=None,
         metavar='HxW',
         help='input sizes of the onnx part; default: 224x224 and --size')
+    parser.add_argument(
+        '--onnx-profile',
+        action='store_true',
+        help='also run each export under ONNX Runtime\'s profiler and '
+        'print where its time goes, by part')
     parser.add_argument(
         '--backbones',
         nargs='+',
@@ -829,8 +936,12 @@ def main(argv=None) -> int:
             onnx_provider=provider,
             onnx_eager_device=('cuda' if provider == 'CUDAExecutionProvider'
                                else 'cpu'),
-            onnx=bench_onnx(device, list(dict.fromkeys(onnx_sizes)), warmup,
-                            repeats))
+            onnx=bench_onnx(
+                device,
+                list(dict.fromkeys(onnx_sizes)),
+                warmup,
+                repeats,
+                profile=args.onnx_profile))
     print_report(result)
     text = json.dumps(result, indent=2)
     if args.json:

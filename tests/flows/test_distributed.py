@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from mmparcnet.checkpoint.safe_io import load_checkpoint_file
-from mmparcnet.datasets import make_ade20k, make_coco
 from . import toy_configs
 
 pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg')
@@ -59,8 +58,7 @@ def run(command, cwd):
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('distributed')
-    make_coco(str(root / 'data' / 'toy_coco'), num_train=8, num_val=2)
-    make_ade20k(str(root / 'data' / 'toy_ade'), num_train=4, num_val=2)
+    toy_configs.make_toy_data(root, coco=(8, 2), ade20k=(4, 2))
     return root
 
 

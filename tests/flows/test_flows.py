@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from mmparcnet.datasets import make_ade20k, make_coco, make_imagenet
 from . import toy_configs
 
 pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg', 'mmpretrain')
@@ -19,12 +18,8 @@ MIM = osp.join(osp.dirname(sys.executable), 'mim')
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('flows')
-    make_coco(str(root / 'data' / 'toy_coco'), num_train=6, num_val=4)
-    make_ade20k(str(root / 'data' / 'toy_ade'), num_train=4, num_val=2)
-    make_imagenet(
-        str(root / 'data' / 'toy_imagenet'),
-        per_class_train=2,
-        per_class_val=1)
+    toy_configs.make_toy_data(
+        root, coco=(6, 4), ade20k=(4, 2), imagenet=(2, 1))
     return root
 
 

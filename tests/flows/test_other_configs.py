@@ -20,7 +20,7 @@ import sys
 
 import pytest
 
-from mmparcnet.datasets import make_ade20k, make_coco, make_imagenet
+from .toy_configs import make_toy_data
 
 pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg', 'mmpretrain')
 
@@ -135,12 +135,7 @@ val_cfg = None
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('other_configs')
-    make_coco(str(root / 'data' / 'toy_coco'), num_train=8, num_val=2)
-    make_ade20k(str(root / 'data' / 'toy_ade'), num_train=8, num_val=2)
-    make_imagenet(
-        str(root / 'data' / 'toy_imagenet'),
-        per_class_train=4,
-        per_class_val=1)
+    make_toy_data(root, coco=(8, 2), ade20k=(8, 2), imagenet=(4, 1))
     return root
 
 

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from mmparcnet.checkpoint.safe_io import load_checkpoint_file
-from mmparcnet.datasets import make_ade20k, make_coco
 from . import toy_configs
 
 pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg')
@@ -84,9 +83,9 @@ def assert_same_tensors(a, b, where):
 def test_killed_and_resumed_job_ends_like_an_uninterrupted_one(tmp_path, job):
     toolbox, text, stop, final = JOBS[job]
     if job == 'detection':
-        make_coco(str(tmp_path / 'data' / 'toy_coco'), num_train=6, num_val=2)
+        toy_configs.make_toy_data(tmp_path, coco=(6, 2))
     else:
-        make_ade20k(str(tmp_path / 'data' / 'toy_ade'), num_train=4, num_val=1)
+        toy_configs.make_toy_data(tmp_path, ade20k=(4, 1))
     (tmp_path / 'job.py').write_text(text)
     (tmp_path / 'preempted.py').write_text(
         "_base_ = './job.py'\ncustom_hooks = [dict(type='RNGStateHook'), "

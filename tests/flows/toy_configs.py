@@ -7,7 +7,22 @@ there, so ``data/...`` roots resolve there.
 """
 import os.path as osp
 
+from mmparcnet.datasets import make_ade20k, make_coco, make_imagenet
+
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def make_toy_data(root, coco=None, ade20k=None, imagenet=None):
+    """Generated datasets where the toy configs read them (``root/data/``):
+    ``coco`` and ``ade20k`` as (train, val) image counts, ``imagenet`` as
+    (train, val) images per class; None leaves a dataset out."""
+    data = osp.join(str(root), 'data')
+    if coco:
+        make_coco(osp.join(data, 'toy_coco'), *coco)
+    if ade20k:
+        make_ade20k(osp.join(data, 'toy_ade'), *ade20k)
+    if imagenet:
+        make_imagenet(osp.join(data, 'toy_imagenet'), *imagenet)
 
 
 def _base(relative):

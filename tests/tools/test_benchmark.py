@@ -14,7 +14,7 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
         '--device', 'cpu', '--size', '64', '96', '--conv-batch', '1',
         '--dtypes', 'fp32', 'bf16', '--repeats', '1', '--warmup', '0',
         '--backbones', 'ParCNetV2-T', 'ConvNeXt-T', '--onnx-sizes', '64x96',
-        '--json',
+        '--onnx-profile', '--json',
         str(out)
     ]) == 0
     result = json.loads(out.read_text())
@@ -55,8 +55,68 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
         assert row['onnx_fixed_max_diff'] < 1e-4
         assert row['onnx_dynamic_max_diff'] < 1e-4
     assert result['onnx_provider'] == 'CPUExecutionProvider'
+    for name, row in exported.items():  # ONNX Runtime's profile, by part
+        for kind in ('onnx_fixed', 'onnx_dynamic'):
+            parts = row[f'{kind}_profile']
+            assert parts['all nodes'] == pytest.approx(
+                sum(v for k, v in parts.items() if k != 'all nodes'))
+            assert parts['projections'] > 0
+            # only ParCNetV2 has nodes under an oversized convolution
+            assert (parts['oversized convolution'] > 0) == (
+                name[0] == 'ParCNetV2-T')
     printed = capsys.readouterr().out
     assert 'Detection backbones' in printed and 'ONNX Runtime' in printed
+    assert 'Where ONNX Runtime spends the time' in printed
+
+
+def test_onnx_profile_parts_add_up_kernel_times_per_run():
+
+    def node(name, op, ts, dur):
+        return dict(
+            cat='Node',
+            name=f'{name}_kernel_time',
+            ts=ts,
+            dur=dur,
+            args=dict(op_name=op))
+
+    events = [
+        dict(cat='Session', name='model_run', ts=0, dur=100),
+        node('/stages.0/stages.0.0/token_mixer/dwconv1/MatMul', 'MatMul', 10,
+             80000),  # the warm-up run
+        dict(cat='Session', name='model_run', ts=200, dur=100),
+        dict(cat='Session', name='model_run', ts=400, dur=100),
+        node('/stages.0/stages.0.0/token_mixer/dwconv1/MatMul', 'MatMul', 210,
+             3000),
+        node('/stages.0/stages.0.0/token_mixer/dwconv1/Gather', 'Gather', 220,
+             1000),
+        node('/stages.0/stages.0.0/mlp/MatMul', 'Gemm', 230, 5000),
+        node('Gelu_token_1', 'Gelu', 410, 1000),
+        node('/norm0/LayerNormalization', 'LayerNormalization', 420, 2000),
+        node('/Foo', 'SomethingNew', 430, 500),
+        dict(
+            cat='Node',
+            name='/x_fence_before',
+            ts=440,
+            dur=9000,
+            args=dict(op_name='Add')),
+    ]
+    parts = benchmark.onnx_profile_parts(events, skip_first_run=True)
+    expected = {  # ms per run, two runs
+        'oversized convolution': 2.0,
+        'projections': 2.5,
+        'GELU': 0.5,
+        'norms': 1.0,
+        'other': 0.25,
+        'all nodes': 6.25
+    }
+    for part, ms in expected.items():
+        assert parts[part] == pytest.approx(ms), part
+    assert parts['layout'] == parts['elementwise'] == 0
+    with_warm_up = benchmark.onnx_profile_parts(events)
+    assert with_warm_up['oversized convolution'] == pytest.approx(
+        (80000 + 4000) / 3 / 1e3)
+    with pytest.raises(ValueError, match='no model_run'):
+        benchmark.onnx_profile_parts(events[1:2])
 
 
 def test_benchmark_refuses_a_malformed_onnx_size():
