@@ -822,7 +822,8 @@ def parse_args(argv=None):
         '--onnx-profile',
         action='store_true',
         help='also run each export under ONNX Runtime\'s profiler and '
-        'print where its time goes, by part')
+        'print where its time goes, by part (node kernel time; with the CUDA '
+        'provider that is the time to launch the kernels)')
     parser.add_argument(
         '--backbones',
         nargs='+',
@@ -889,6 +890,9 @@ def main(argv=None) -> int:
     parts = args.parts or ['conv', 'backbones'] + (
         ['onnx'] if _has_onnxruntime() and onnx_providers(device)[0] ==
         ('CUDAExecutionProvider' if cuda else 'CPUExecutionProvider') else [])
+    if args.onnx_profile and 'onnx' not in parts:
+        raise SystemExit('--onnx-profile profiles the onnx part: add onnx '
+                         'to --parts')
     if 'onnx' in parts and not _has_onnxruntime():
         raise SystemExit('the onnx part needs onnxruntime: pip install '
                          'onnxruntime, or leave it out with --parts')

@@ -101,8 +101,9 @@ def test_amp_training_stays_finite_and_learns(device, impl):
     # bfloat16 has float32's range: no step overflows. In float16 the
     # convolution biases' gradients, sums over every position, overflow at
     # the initial scale of 2**16 in the first steps, and the scaler halves
-    # it: twice in these 100 steps (on an H200; the CPU's float16 autocast
-    # skips steps 1 and 11); more would mean overflows that do not settle
+    # it: twice in these 100 steps on an H200 (final scale 2**14; by hand,
+    # the CPU's float16 autocast skips steps 1 and 11); more would mean
+    # overflows that do not settle
     assert skipped <= (0 if device == 'cpu' else 3), skipped
 
 

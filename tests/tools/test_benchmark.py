@@ -119,6 +119,11 @@ def test_onnx_profile_parts_add_up_kernel_times_per_run():
         benchmark.onnx_profile_parts(events[1:2])
 
 
+def test_benchmark_refuses_a_profile_without_the_onnx_part():
+    with pytest.raises(SystemExit, match='add onnx to --parts'):
+        benchmark.main(['--parts', 'conv', '--onnx-profile'])
+
+
 def test_benchmark_refuses_a_malformed_onnx_size():
     with pytest.raises(SystemExit, match="'224' is not HxW"):
         benchmark.main(['--parts', 'onnx', '--onnx-sizes', '224'])

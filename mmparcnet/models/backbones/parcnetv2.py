@@ -255,6 +255,11 @@ class Downsample(nn.Module):
     input), where oneDNN's strided convolution measured up to twice as fast
     from contiguous NCHW planes as from channels-last memory, copies
     included (docs/speed.md); on larger maps channels-last is the faster.
+    A fast path: the switch in :mod:`..layers.runtime` turns it off.
+
+    Attributes:
+        planes_max_positions (int): the most input positions (batch x height
+            x width) read as NCHW planes on the CPU.
     """
     planes_max_positions = 1024
 

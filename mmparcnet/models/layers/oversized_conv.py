@@ -53,7 +53,8 @@ picks how it is evaluated, and the result is the same up to rounding:
   direct path's (which also multiplies the padding), and GEMMs run near the
   machine's peak where depthwise convolutions with long kernels do not: on
   the CPU it is the fastest path at detection sizes. Eagerly the Toeplitz
-  matrices are strided views of the flipped kernel, copied once, and the
+  matrices are the kernel's sliding windows (strided views), reversed in one
+  copy, and the
   map is taken as channel-major planes (C, N, H, W), the layout the
   backbone hands over, so that both products are plain ``bmm`` calls. For
   the backward pass a custom autograd function keeps the kernels and
@@ -95,14 +96,15 @@ IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 # in GEMMs, the FFT about a constant times log(HW) plus fixed launch costs.
 # Unknown device types use the CPU rules. On the CPU the GEMMs win from about
 # 40 taps and the FFT never does. On CUDA (an H200, batch 2, 800x1216, two
-# runs) the GEMMs win at stages 0 and 1 (1006 and 502 taps: 1.8-2.4 ms
-# forward+backward against the FFT's 2.3-3.2 and the direct path's 5.3-19.9),
+# runs) the GEMMs win at stages 0 and 1 (1006 and 502 taps: 1.7-2.4 ms
+# forward+backward in fp32 against the FFT's 2.3-3.2 and the direct path's
+# 5.3-19.9),
 # stage 2 (250 taps) is a tie with the direct path (1.9 against 2.3 ms in
 # one run, 2.4 against 2.1 in the other), and the direct path wins at stage 3
 # (124 taps: 1.0-1.1 ms against 1.9). The rules do not depend on the type:
-# with these rules the whole backbone ran faster than with any path forced,
-# in fp32 and bf16, forward and training, but for the fp32 forward with the
-# matmul path forced (29.9 against 30.4 ms). The measurements: docs/speed.md,
+# with them the whole backbone was on a par with the matmul path forced
+# (1-3% either way, in one run) and faster than the direct and FFT paths, in
+# fp32 and bf16, forward and training. The measurements: docs/speed.md,
 # "Where the code's choices come from".
 FAST_PATHS = {
     ('cpu', 'forward'): [('matmul', 40, 0)],
@@ -536,7 +538,7 @@ def _toeplitz_view(kernel: Tensor, size: int) -> Tensor:
 
     After cropping or zero-padding the kernel to 2 * size - 1 taps (g),
     T[c, i, t] = g[c, (size - 1 - i) + t]: the sliding windows of g, last
-    window first (one copy; strides cannot run backwards).
+    window first (reversed by a copy: strides cannot run backwards).
     """
     centre, reach = kernel.shape[1] // 2, size - 1
     if centre >= reach:

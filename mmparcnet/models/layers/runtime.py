@@ -12,12 +12,13 @@ other means is a fast path: the Toeplitz-matrix and FFT forms of the
 oversized convolution chosen by ``oversized_conv_impl='auto'``
 (:mod:`.oversized_conv`), oneDNN's fused GEMMs in float32 CPU inference
 (:mod:`.fused_linear`), the gated projection that keeps less for the
-backward pass (:mod:`.gated_linear`) and in-place activations on fresh
-intermediates. They are on by default. ``set_fast_paths(False)``, the
-:func:`fast_paths` context, or ``MMPARCNET_FAST_PATHS=0`` in the
-environment turn them all off: the model then runs the reference
-computation with public PyTorch operators only (``'auto'`` means
-``'direct'``), which is what they are tested against.
+backward pass (:mod:`.gated_linear`), in-place activations on fresh
+intermediates and the memory layout the downsampling convolutions read on
+the CPU (``Downsample`` in the backbone). They are on by default.
+``set_fast_paths(False)``, the :func:`fast_paths` context, or
+``MMPARCNET_FAST_PATHS=0`` in the environment turn them all off: the model
+then runs the reference computation with public PyTorch operators only
+(``'auto'`` means ``'direct'``), which is what they are tested against.
 """
 import contextlib
 import os
