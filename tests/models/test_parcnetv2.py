@@ -5,6 +5,7 @@ from mmparcnet.analysis import (REFERENCE_CLASSIFIERS, ClassifierForCounting,
                                 count_macs, count_parameters)
 from mmparcnet.checkpoint import load_state_into
 from mmparcnet.models import ParCNetV2
+from mmparcnet.models.backbones import parcnetv2
 from mmparcnet.models.backbones.parcnetv2 import ChannelNorm, Downsample
 from mmparcnet.models.layers.runtime import fast_paths
 
@@ -101,6 +102,26 @@ def test_params_and_macs_match_published_table(arch):
 
 
 SMALL = dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32])
+
+
+def test_mac_count_does_not_depend_on_the_channel_norms_form(monkeypatch):
+    # where F.layer_norm is not exact on constant vectors (PyTorch 2.1) the
+    # norms are written out in elementwise operations; the count must not
+    # change with it (a norm is counted as its layer_norm op)
+    model = ParCNetV2(SMALL).eval()
+    counts = []
+    for exact in (True, False):
+        monkeypatch.setattr(parcnetv2, 'LAYER_NORM_IS_EXACT', exact)
+        counts.append(count_macs(model, (1, 3, 64, 96)))
+    assert counts[0] == counts[1]
+    assert parcnetv2.ChannelNorm.always_fused is False  # restored
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad(), parcnetv2.fused_channel_norms():
+        assert parcnetv2.ChannelNorm.always_fused
+        fused = model(x)
+    with torch.no_grad():
+        for out, expected in zip(model(x), fused):
+            torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize('size', [(32, 32), (33, 47), (64, 31), (95, 17),

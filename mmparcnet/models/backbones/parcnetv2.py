@@ -11,6 +11,7 @@ published checkpoints, so they load as they are (see
 Only PyTorch and mmengine are needed here; ``mmparcnet.registry`` makes the
 class known to MMDetection, MMSegmentation and MMPretrain.
 """
+import contextlib
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -50,7 +51,13 @@ class ChannelNorm(nn.Module):
     Args:
         channels (int): number of channels (the last dimension).
         eps (float): lower bound of the norm. Defaults to 1e-6.
+
+    Attributes:
+        always_fused (bool): use the ``F.layer_norm`` call also where it is
+            not exact, for tools that count operators rather than compute
+            (:func:`fused_channel_norms`). Defaults to False.
     """
+    always_fused = False
 
     def __init__(self, channels: int, eps: float = 1e-6):
         super().__init__()
@@ -59,7 +66,7 @@ class ChannelNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         channels = self.weight.shape[0]
-        if LAYER_NORM_IS_EXACT:
+        if LAYER_NORM_IS_EXACT or self.always_fused:
             return F.layer_norm(x, (channels, ), self.weight * channels**-0.5,
                                 None, self.eps * self.eps / channels)
         # shifted by the first channel first, so that a constant vector
@@ -74,6 +81,20 @@ class ChannelNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f'{self.weight.shape[0]}, eps={self.eps}'
+
+
+@contextlib.contextmanager
+def fused_channel_norms():
+    """Run every :class:`ChannelNorm` as one ``F.layer_norm`` call, also on
+    a PyTorch whose call is not exact on constant vectors: for operator
+    counters (mmengine's FlopAnalyzer counts a norm by its ``layer_norm``
+    op and sees nothing of the written-out form), not for computing."""
+    previous = ChannelNorm.always_fused
+    ChannelNorm.always_fused = True
+    try:
+        yield
+    finally:
+        ChannelNorm.always_fused = previous
 
 
 class ResScale(nn.Module):
