@@ -54,9 +54,9 @@ picks how it is evaluated, and the result is the same up to rounding:
   machine's peak where depthwise convolutions with long kernels do not: on
   the CPU it is the fastest path at detection sizes. Eagerly the Toeplitz
   matrices are the kernel's sliding windows (strided views), reversed in one
-  copy, and the
-  map is taken as channel-major planes (C, N, H, W), the layout the
-  backbone hands over, so that both products are plain ``bmm`` calls. For
+  copy, and the map is taken as channel-major planes (C, N, H, W), the
+  layout the backbone hands over, so that both products are plain ``bmm``
+  calls. For
   the backward pass a custom autograd function keeps the kernels and
   builds the matrices again, where autograd would keep the matrices (as
   large as the map itself at detection sizes). While exporting, the
@@ -98,14 +98,13 @@ IMPLEMENTATIONS = ('auto', 'direct', 'fft', 'matmul')
 # 40 taps and the FFT never does. On CUDA (an H200, batch 2, 800x1216, two
 # runs) the GEMMs win at stages 0 and 1 (1006 and 502 taps: 1.7-2.4 ms
 # forward+backward in fp32 against the FFT's 2.3-3.2 and the direct path's
-# 5.3-19.9),
-# stage 2 (250 taps) is a tie with the direct path (1.9 against 2.3 ms in
-# one run, 2.4 against 2.1 in the other), and the direct path wins at stage 3
-# (124 taps: 1.0-1.1 ms against 1.9). The rules do not depend on the type:
-# with them the whole backbone was on a par with the matmul path forced
-# (1-3% either way, in one run) and faster than the direct and FFT paths, in
-# fp32 and bf16, forward and training. The measurements: docs/speed.md,
-# "Where the code's choices come from".
+# 5.3-19.9), stage 2 (250 taps) is a tie with the direct path (1.9 against
+# 2.3 ms in one run, 2.4 against 2.1 in the other), and the direct path
+# wins at stage 3 (124 taps: 1.0-1.1 ms against 1.9). The rules do not
+# depend on the type: with them the whole backbone was on a par with the
+# matmul path forced (1-3% either way, in one run) and faster than the
+# direct and FFT paths, in fp32 and bf16, forward and training. The
+# measurements: docs/speed.md, "Where the code's choices come from".
 FAST_PATHS = {
     ('cpu', 'forward'): [('matmul', 40, 0)],
     ('cpu', 'training'): [('matmul', 40, 0)],
