@@ -22,8 +22,10 @@ Three parts, one run:
    size and once with dynamic height and width, run in ONNX Runtime with
    default session options beside eager PyTorch, all timed in turns, batch
    1, at the classification size (224x224) and the detection size; each
-   export's largest difference from eager is reported too. It needs
-   onnxruntime (left out of the default parts where it is missing).
+   export's largest difference from eager is reported too, and with
+   ``--onnx-profile`` where ONNX Runtime's profiler sees the time go, by
+   part. It needs onnxruntime (left out of the default parts where it is
+   missing).
 
 It prints a table and writes JSON. It needs PyTorch and mmengine (for the
 backbone's base class); ConvNeXt-T and Swin-T come from mmpretrain, or from
