@@ -2,10 +2,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmparcnet.models.layers.oversized_conv import (oversized_conv,
-                                                    resize_kernel,
-                                                    stage_map_sizes,
-                                                    stored_kernel_lengths)
+from mmparcnet.models.layers.oversized_conv import (
+    _cached_interpolation_matrix, _resize_1d, _resize_by_matrix,
+    oversized_conv, resize_kernel, stage_map_sizes, stored_kernel_lengths)
 
 
 def loop_reference(x, k_h, k_w):
@@ -69,7 +68,6 @@ def test_resize_by_matrix_equals_interpolate_in_values_and_gradients(
         taps, length):
     # the form every device but the CPU takes (CUDA's upsample backward is
     # not deterministic)
-    from mmparcnet.models.layers.oversized_conv import _resize_by_matrix
     torch.manual_seed(0)
     kernel = torch.randn(6, taps, dtype=torch.float64, requires_grad=True)
     upstream = torch.randn(6, length, dtype=torch.float64)
@@ -84,7 +82,6 @@ def test_resize_by_matrix_equals_interpolate_in_values_and_gradients(
 
 
 def test_resize_by_matrix_keeps_the_kernel_type_under_autocast():
-    from mmparcnet.models.layers.oversized_conv import _resize_by_matrix
     kernel = torch.randn(4, 111)
     with torch.autocast('cpu', dtype=torch.bfloat16):
         resized = _resize_by_matrix(kernel, 223)
@@ -95,8 +92,6 @@ def test_resize_by_matrix_keeps_the_kernel_type_under_autocast():
 
 
 def test_resize_matrix_made_in_inference_mode_serves_training():
-    from mmparcnet.models.layers.oversized_conv import (
-        _cached_interpolation_matrix, _resize_by_matrix)
     _cached_interpolation_matrix.cache_clear()
     kernel = torch.randn(4, 17, requires_grad=True)
     with torch.inference_mode():
@@ -108,9 +103,6 @@ def test_resize_matrix_made_in_inference_mode_serves_training():
 def test_resize_matrix_cache_keeps_real_tensors_only():
     # a tracer's fake tensors must not be kept for later real calls
     from torch._subclasses.fake_tensor import FakeTensorMode
-
-    from mmparcnet.models.layers.oversized_conv import (
-        _cached_interpolation_matrix, _resize_by_matrix)
     _cached_interpolation_matrix.cache_clear()
     with FakeTensorMode() as mode:
         fake = mode.from_tensor(torch.randn(4, 13))
@@ -130,8 +122,6 @@ def test_resize_off_the_cpu_has_no_nondeterministic_backward():
     # product; upsample_linear1d's CUDA backward would refuse to run under
     # torch.use_deterministic_algorithms(True)
     from torch.utils._python_dispatch import TorchDispatchMode
-
-    from mmparcnet.models.layers.oversized_conv import _resize_1d
 
     class Record(TorchDispatchMode):
 

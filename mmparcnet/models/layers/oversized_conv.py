@@ -56,9 +56,8 @@ picks how it is evaluated, and the result is the same up to rounding:
   matrices are the kernel's sliding windows (strided views), reversed in one
   copy, and the map is taken as channel-major planes (C, N, H, W), the
   layout the backbone hands over, so that both products are plain ``bmm``
-  calls. For
-  the backward pass a custom autograd function keeps the kernels and
-  builds the matrices again, where autograd would keep the matrices (as
+  calls. For the backward pass a custom autograd function keeps the kernels
+  and builds the matrices again, where autograd would keep the matrices (as
   large as the map itself at detection sizes). While exporting, the
   kernels are resized in the graph and the matrices gathered from them by
   a computed index (:func:`_traced_matmul`), so the graph holds no operator
@@ -74,6 +73,7 @@ picks how it is evaluated, and the result is the same up to rounding:
   type and whether gradients are needed); ``'matmul'`` while the model is
   being exported.
 """
+import contextlib
 import functools
 from typing import Optional, Tuple
 
@@ -192,17 +192,15 @@ def _resize_by_matrix(kernel: Tensor, length: int) -> Tensor:
     """(C, K) kernels to (C, length) taps as one matrix product, in the
     kernels' type also under autocast (with TF32 matrix products switched
     on, the resize is TF32 too, as every other product of the network)."""
-    taps = kernel.shape[1]
-    if _cacheable(kernel, length):
-        matrix = _cached_interpolation_matrix(taps, length, kernel.device,
-                                              kernel.dtype)
-    else:
-        matrix = _interpolation_matrix(taps, length, kernel.device,
-                                       kernel.dtype)
-    if autocast_dtype(kernel) != kernel.dtype:
-        with torch.autocast(kernel.device.type, enabled=False):
-            return kernel @ matrix
-    return kernel @ matrix
+    build = (
+        _cached_interpolation_matrix
+        if _cacheable(kernel, length) else _interpolation_matrix)
+    matrix = build(kernel.shape[1], length, kernel.device, kernel.dtype)
+    keep_type = (
+        torch.autocast(kernel.device.type, enabled=False) if
+        autocast_dtype(kernel) != kernel.dtype else contextlib.nullcontext())
+    with keep_type:
+        return kernel @ matrix
 
 
 def _cacheable(kernel: Tensor, length) -> bool:
