@@ -25,7 +25,9 @@ Three parts, one run:
    export's largest difference from eager is reported too, and with
    ``--onnx-profile`` where ONNX Runtime's profiler sees the time go, by
    part. It needs onnxruntime (left out of the default parts where it is
-   missing).
+   missing). ``--onnx-backbones`` (and ``--backbones``) also take
+   ``'ParCNetV2-T (no oversized conv)'``, a cost-accounting variant without
+   the oversized convolution, to see what the rest of the model costs.
 
 It prints a table and writes JSON. It needs PyTorch and mmengine (for the
 backbone's base class); ConvNeXt-T and Swin-T come from mmpretrain, or from
@@ -51,7 +53,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 
 from mmparcnet.models import ParCNetV2
+from mmparcnet.models.backbones.parcnetv2 import SpatialBGU
 from mmparcnet.models.layers.oversized_conv import stage_map_sizes
+from mmparcnet.models.layers.pointwise import gelu
 from mmparcnet.models.layers.runtime import fast_paths
 from mmparcnet.tools import resident_memory
 
@@ -168,6 +172,7 @@ def bench_oversized_conv(device,
 # -- part 2: backbones --------------------------------------------------------
 
 BASELINES = ('ConvNeXt-T', 'Swin-T')
+NO_OVERSIZED_CONV = 'ParCNetV2-T (no oversized conv)'
 
 
 def _mmpretrain_baselines():
@@ -211,17 +216,40 @@ class _WithoutFastPaths(torch.nn.Module):
             return self.model(x)
 
 
+class _SpatialBGUWithoutOversizedConv(SpatialBGU):
+    """The spatial gate unit less its oversized convolution (and the sum
+    with it): ``pwconv2(g * DWConv7x7(u))``. For cost accounting only: what
+    ParCNetV2-T's other work costs, measured the same way."""
+
+    def forward(self, x):
+        gate, value = self.pwconv1.split(x, 2)
+        return self.pwconv2(self.dwconv2(gelu(value)), gate)
+
+
+def without_oversized_conv(model: ParCNetV2) -> ParCNetV2:
+    """``model`` with every block's oversized convolution left out (its
+    kernels stay, unused): :class:`_SpatialBGUWithoutOversizedConv`."""
+    for module in model.modules():
+        if type(module) is SpatialBGU:
+            module.__class__ = _SpatialBGUWithoutOversizedConv
+    return model
+
+
 def build_backbones(names: List[str]):
     """Constructors by name, and where the baselines come from: ConvNeXt-T
     and Swin-T from mmpretrain, or timm without it. ParCNetV2-T runs with
     the automatic paths, with one oversized convolution path forced
-    (``'ParCNetV2-T (direct)'`` and so on), or with every fast path off
-    (``'ParCNetV2-T (fast paths off)'``)."""
+    (``'ParCNetV2-T (direct)'`` and so on), with every fast path off
+    (``'ParCNetV2-T (fast paths off)'``), or, to account for what the
+    oversized convolution costs, without it (``'ParCNetV2-T (no oversized
+    conv)'``: not ParCNetV2-T's outputs)."""
     builders = {
         'ParCNetV2-T':
         lambda: ParCNetV2('tiny', oversized_conv_impl='auto'),
         'ParCNetV2-T (fast paths off)':
         lambda: _WithoutFastPaths(ParCNetV2('tiny')),
+        NO_OVERSIZED_CONV:
+        lambda: without_oversized_conv(ParCNetV2('tiny')),
     }
     for impl in ('direct', 'fft', 'matmul'):
         builders[f'ParCNetV2-T ({impl})'] = (
@@ -501,6 +529,8 @@ ONNX_PROFILE_PARTS = (
     ('other', ()),
 )
 OVERSIZED_CONV_NODES = '/dwconv1/'
+# short column names for the printed table
+PROFILE_LABELS = {'oversized convolution': 'oversized', 'all nodes': 'all'}
 
 
 def onnx_profile_parts(events: List[dict],
@@ -719,14 +749,15 @@ def print_report(result: dict) -> None:
         print(f'\nDetection backbones, input {result["input"]}, batch '
               f'{result["backbone_batch"]}{compiled} (ms, median; peak MiB of '
               f'fwd+bwd: {memory}; ratios to ConvNeXt-T)')
-        print(f'{"backbone":28} {"dtype":5} {"fwd":>9} {"ratio":>6} '
+        width = max(28, *(len(row['backbone']) for row in result['backbones']))
+        print(f'{"backbone":{width}} {"dtype":5} {"fwd":>9} {"ratio":>6} '
               f'{"fwd+bwd":>9} {"ratio":>6} {"peak MiB":>9} {"ratio":>6}')
         for row in result['backbones']:
             if 'error' in row:
-                print(f'{row["backbone"]:28} {row["dtype"]:5} '
+                print(f'{row["backbone"]:{width}} {row["dtype"]:5} '
                       f'unavailable: {row["error"][:60]}')
                 continue
-            print(f'{row["backbone"]:28} {row["dtype"]:5} '
+            print(f'{row["backbone"]:{width}} {row["dtype"]:5} '
                   f'{_fmt(row["fwd_ms"]):>9} '
                   f'{_fmt(row.get("fwd_ms_vs_convnext"), ".2f"):>6} '
                   f'{_fmt(row["fwdbwd_ms"]):>9} '
@@ -746,11 +777,12 @@ def print_onnx_report(result: dict) -> None:
           f'exported at the size it runs, dynamic: '
           f'exported once with dynamic height and width; diff: largest '
           f'|ONNX - eager| over the outputs)')
-    print(f'{"input":>9} {"backbone":12} {"eager":>8} {"ratio":>6} '
+    width = max(12, *(len(row['backbone']) for row in result['onnx']))
+    print(f'{"input":>9} {"backbone":{width}} {"eager":>8} {"ratio":>6} '
           f'{"fixed":>8} {"ratio":>6} {"dynamic":>8} {"ratio":>6} '
           f'{"diff fixed":>10} {"dynamic":>8}')
     for row in result['onnx']:
-        cells = [f'{row["input"]:>9} {row["backbone"]:12}']
+        cells = [f'{row["input"]:>9} {row["backbone"]:{width}}']
         for kind in ONNX_RUNTIMES:
             cells.append(
                 f'{_fmt(row[kind + "_ms"]):>8} '
@@ -764,24 +796,23 @@ def print_onnx_report(result: dict) -> None:
 
 
 def print_onnx_profile(rows: List[dict]) -> None:
-    names = list(dict.fromkeys(row['backbone'] for row in rows))
+    parts = [part for part, _ in ONNX_PROFILE_PARTS] + ['all nodes']
+    labels = [PROFILE_LABELS.get(part, part) for part in parts]
+    width = max(len(row['backbone']) for row in rows)
     print('\nWhere ONNX Runtime spends the time (its profiler: node kernel '
-          'time, ms per run, summed by part)')
-    kinds = ('onnx_fixed', 'onnx_dynamic')
-    header = ' '.join(f'{kind[5:] + " " + name:>22}' for kind in kinds
-                      for name in names)
-    for size in dict.fromkeys(row['input'] for row in rows):
-        by_name = {
-            row['backbone']: row
-            for row in rows if row['input'] == size
-        }
-        print(f'{size:>9} {"part":22} {header}')
-        for part in [part for part, _ in ONNX_PROFILE_PARTS] + ['all nodes']:
+          'time, ms per run, summed by part; oversized: the oversized '
+          'convolution\'s nodes)')
+    columns = [max(len(label), 7) for label in labels]
+    print(f'{"input":>9} {"export":7} {"backbone":{width}} ' +
+          ' '.join(f'{label:>{column}}'
+                   for label, column in zip(labels, columns)))
+    for kind in ('onnx_fixed', 'onnx_dynamic'):
+        for row in rows:
             cells = ' '.join(
-                f'{_fmt(by_name[name][kind + "_profile"].get(part)):>22}'
-                if name in by_name else f'{"-":>22}' for kind in kinds
-                for name in names)
-            print(f'{"":>9} {part:22} {cells}')
+                f'{_fmt(row[kind + "_profile"].get(part)):>{column}}'
+                for part, column in zip(parts, columns))
+            print(f'{row["input"]:>9} {kind[5:]:7} {row["backbone"]:{width}} '
+                  f'{cells}')
 
 
 def parse_args(argv=None):
@@ -832,6 +863,12 @@ def parse_args(argv=None):
         default=[
             'ParCNetV2-T', 'ParCNetV2-T (direct)', 'ConvNeXt-T', 'Swin-T'
         ])
+    parser.add_argument(
+        '--onnx-backbones',
+        nargs='+',
+        default=list(ONNX_BACKBONES),
+        help='backbones of the onnx part; add "%s" to see what '
+        'the rest of ParCNetV2-T costs' % NO_OVERSIZED_CONV)
     parser.add_argument(
         '--warmup',
         type=int,
@@ -947,6 +984,7 @@ def main(argv=None) -> int:
                 list(dict.fromkeys(onnx_sizes)),
                 warmup,
                 repeats,
+                names=args.onnx_backbones,
                 profile=args.onnx_profile))
     print_report(result)
     text = json.dumps(result, indent=2)

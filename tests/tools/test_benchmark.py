@@ -1,7 +1,9 @@
 """The benchmark command runs and reports (timings are never asserted)."""
+import copy
 import json
 
 import pytest
+import torch
 
 from mmparcnet.models import ParCNetV2
 from mmparcnet.tools import benchmark, resident_memory
@@ -14,7 +16,8 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
         '--device', 'cpu', '--size', '64', '96', '--conv-batch', '1',
         '--dtypes', 'fp32', 'bf16', '--repeats', '1', '--warmup', '0',
         '--backbones', 'ParCNetV2-T', 'ConvNeXt-T', '--onnx-sizes', '64x96',
-        '--onnx-profile', '--json',
+        '--onnx-backbones', 'ParCNetV2-T', benchmark.NO_OVERSIZED_CONV,
+        'ConvNeXt-T', '--onnx-profile', '--json',
         str(out)
     ]) == 0
     result = json.loads(out.read_text())
@@ -45,7 +48,9 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
         assert all(0 < r['fwd_peak_mib'] < r['fwdbwd_peak_mib']
                    for r in rows.values())
     exported = {(r['backbone'], r['input']): r for r in result['onnx']}
-    assert set(exported) == {('ParCNetV2-T', '64x96'), ('ConvNeXt-T', '64x96')}
+    assert set(exported) == {('ParCNetV2-T', '64x96'),
+                             (benchmark.NO_OVERSIZED_CONV, '64x96'),
+                             ('ConvNeXt-T', '64x96')}
     ours, theirs = exported['ParCNetV2-T', '64x96'], exported['ConvNeXt-T',
                                                               '64x96']
     for kind in ('eager', 'onnx_fixed', 'onnx_dynamic'):
@@ -61,12 +66,29 @@ def test_benchmark_reports_every_part(tmp_path, capsys):
             assert parts['all nodes'] == pytest.approx(
                 sum(v for k, v in parts.items() if k != 'all nodes'))
             assert parts['projections'] > 0
-            # only ParCNetV2 has nodes under an oversized convolution
+            # only ParCNetV2-T has nodes under an oversized convolution
             assert (parts['oversized convolution'] > 0) == (
                 name[0] == 'ParCNetV2-T')
     printed = capsys.readouterr().out
     assert 'Detection backbones' in printed and 'ONNX Runtime' in printed
     assert 'Where ONNX Runtime spends the time' in printed
+
+
+def test_the_accounting_variant_is_parcnetv2_less_its_oversized_conv():
+    torch.manual_seed(0)
+    full = ParCNetV2('xt', oversized_conv_impl='direct').eval()
+    variant = benchmark.without_oversized_conv(copy.deepcopy(full))
+    x = torch.randn(1, 3, 72, 104)
+    with torch.no_grad():
+        with_conv, without = full(x), variant(x)
+        for name, param in full.named_parameters():  # silence the conv
+            if '.dwconv1.' in name:
+                param.zero_()
+        silenced = full(x)
+    for ours, reference, other in zip(without, silenced, with_conv):
+        torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+        # and the conv was there to leave out, beyond that tolerance
+        assert not torch.allclose(ours, other, rtol=1e-5, atol=1e-5)
 
 
 def test_onnx_profile_parts_add_up_kernel_times_per_run():
