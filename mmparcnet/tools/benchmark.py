@@ -798,7 +798,7 @@ def print_onnx_report(result: dict) -> None:
 def print_onnx_profile(rows: List[dict]) -> None:
     parts = [part for part, _ in ONNX_PROFILE_PARTS] + ['all nodes']
     labels = [PROFILE_LABELS.get(part, part) for part in parts]
-    width = max(len(row['backbone']) for row in rows)
+    width = max(8, *(len(row['backbone']) for row in rows))
     print('\nWhere ONNX Runtime spends the time (its profiler: node kernel '
           'time, ms per run, summed by part; oversized: the oversized '
           'convolution\'s nodes)')
@@ -866,9 +866,10 @@ def parse_args(argv=None):
     parser.add_argument(
         '--onnx-backbones',
         nargs='+',
-        default=list(ONNX_BACKBONES),
-        help='backbones of the onnx part; add "%s" to see what '
-        'the rest of ParCNetV2-T costs' % NO_OVERSIZED_CONV)
+        default=None,
+        help='backbones of the onnx part (default: %s); add "%s" to see '
+        'what the rest of ParCNetV2-T costs' %
+        (' '.join(ONNX_BACKBONES), NO_OVERSIZED_CONV))
     parser.add_argument(
         '--warmup',
         type=int,
@@ -932,6 +933,9 @@ def main(argv=None) -> int:
     if args.onnx_profile and 'onnx' not in parts:
         raise SystemExit('--onnx-profile profiles the onnx part: add onnx '
                          'to --parts')
+    if args.onnx_backbones and 'onnx' not in parts:
+        raise SystemExit('--onnx-backbones chooses the backbones of the onnx '
+                         'part: add onnx to --parts')
     if 'onnx' in parts and not _has_onnxruntime():
         raise SystemExit('the onnx part needs onnxruntime: pip install '
                          'onnxruntime, or leave it out with --parts')
@@ -984,7 +988,7 @@ def main(argv=None) -> int:
                 list(dict.fromkeys(onnx_sizes)),
                 warmup,
                 repeats,
-                names=args.onnx_backbones,
+                names=args.onnx_backbones or ONNX_BACKBONES,
                 profile=args.onnx_profile))
     print_report(result)
     text = json.dumps(result, indent=2)

@@ -78,7 +78,9 @@ def test_the_accounting_variant_is_parcnetv2_less_its_oversized_conv():
     torch.manual_seed(0)
     full = ParCNetV2('xt', oversized_conv_impl='direct').eval()
     variant = benchmark.without_oversized_conv(copy.deepcopy(full))
-    x = torch.randn(1, 3, 72, 104)
+    # batch 2: the 7x7 branch's output then reaches the projection in
+    # another layout than the sum's
+    x = torch.randn(2, 3, 72, 104)
     with torch.no_grad():
         with_conv, without = full(x), variant(x)
         for name, param in full.named_parameters():  # silence the conv
@@ -141,9 +143,11 @@ def test_onnx_profile_parts_add_up_kernel_times_per_run():
         benchmark.onnx_profile_parts(events[1:2])
 
 
-def test_benchmark_refuses_a_profile_without_the_onnx_part():
-    with pytest.raises(SystemExit, match='add onnx to --parts'):
+def test_benchmark_refuses_onnx_options_without_the_onnx_part():
+    with pytest.raises(SystemExit, match='--onnx-profile .* add onnx to'):
         benchmark.main(['--parts', 'conv', '--onnx-profile'])
+    with pytest.raises(SystemExit, match='--onnx-backbones .* add onnx to'):
+        benchmark.main(['--parts', 'conv', '--onnx-backbones', 'ConvNeXt-T'])
 
 
 def test_benchmark_refuses_a_malformed_onnx_size():
