@@ -714,6 +714,11 @@ def _fmt(value, spec='.1f'):
     return '-' if value is None else format(value, spec)
 
 
+def _name_width(rows: List[dict], minimum: int) -> int:
+    """The width of a printed table's backbone column."""
+    return max([minimum] + [len(row['backbone']) for row in rows])
+
+
 def print_report(result: dict) -> None:
     print(f'\nDevice: {result["device_name"]} ({result["device"]}), torch '
           f'{result["torch"]}, threads {result["threads"]}')
@@ -749,7 +754,7 @@ def print_report(result: dict) -> None:
         print(f'\nDetection backbones, input {result["input"]}, batch '
               f'{result["backbone_batch"]}{compiled} (ms, median; peak MiB of '
               f'fwd+bwd: {memory}; ratios to ConvNeXt-T)')
-        width = max(28, *(len(row['backbone']) for row in result['backbones']))
+        width = _name_width(result['backbones'], 28)
         print(f'{"backbone":{width}} {"dtype":5} {"fwd":>9} {"ratio":>6} '
               f'{"fwd+bwd":>9} {"ratio":>6} {"peak MiB":>9} {"ratio":>6}')
         for row in result['backbones']:
@@ -777,7 +782,7 @@ def print_onnx_report(result: dict) -> None:
           f'exported at the size it runs, dynamic: '
           f'exported once with dynamic height and width; diff: largest '
           f'|ONNX - eager| over the outputs)')
-    width = max(12, *(len(row['backbone']) for row in result['onnx']))
+    width = _name_width(result['onnx'], 12)
     print(f'{"input":>9} {"backbone":{width}} {"eager":>8} {"ratio":>6} '
           f'{"fixed":>8} {"ratio":>6} {"dynamic":>8} {"ratio":>6} '
           f'{"diff fixed":>10} {"dynamic":>8}')
@@ -798,7 +803,7 @@ def print_onnx_report(result: dict) -> None:
 def print_onnx_profile(rows: List[dict]) -> None:
     parts = [part for part, _ in ONNX_PROFILE_PARTS] + ['all nodes']
     labels = [PROFILE_LABELS.get(part, part) for part in parts]
-    width = max(8, *(len(row['backbone']) for row in rows))
+    width = _name_width(rows, 8)
     print('\nWhere ONNX Runtime spends the time (its profiler: node kernel '
           'time, ms per run, summed by part; oversized: the oversized '
           'convolution\'s nodes)')
