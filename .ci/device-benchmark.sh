@@ -7,19 +7,22 @@
 #
 # `run` installs the wheels into /tmp/site (when .whl/ is there), then
 # writes into $OUT (default ./device-out), each step cut off after its
-# budget of seconds so that the whole run fits a short lease:
-#   bench_gpu.txt/.json   the benchmark (and nvidia-smi's line for the GPU):
-#                         the oversized convolution's paths at
-#                         the four stage shapes in fp32 and bf16, and the
-#                         backbones (ParCNetV2-T automatic, with each path
-#                         forced, and with the fast paths off) against
-#                         ConvNeXt-T and Swin-T
-#   tests.txt             the whole suite there, CUDA cases included
+# budget of seconds so that the whole run fits a machine lent for minutes:
+#   tests.txt             the model tests there, CUDA and Triton cases included
 #   results.txt, failures.txt  each test's outcome, each failure's traceback
+#   bench_gpu.txt/.json   the benchmark at the detection shape (and
+#                         nvidia-smi's line for the GPU): the oversized
+#                         convolution's paths at the four stage shapes in fp32
+#                         and bf16, and ParCNetV2-T (automatic paths, and
+#                         with the opt-in Triton kernels) against ConvNeXt-T
+#   bench_gpu_pretrain.*  the same backbones at the pretraining shape
+#                         (PRETRAIN_SIZE, default 224 224; PRETRAIN_BATCH,
+#                         default 128)
 #   profile.txt           where the bf16 training step spends its time
 #   bench_gpu_compiled.*  ParCNetV2-T against ConvNeXt-T through
 #                         torch.compile, bf16 (only with COMPILE_SECONDS set)
-# SIZE="H W" changes the input (default 800 1216); PYTHON the interpreter.
+# SIZE="H W" changes the detection input (default 800 1216); PYTHON the
+# interpreter.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 WHEELS=(mmengine==0.10.7 addict==2.4.0 yapf==0.43.0 termcolor==3.3.0
@@ -36,6 +39,9 @@ run)
     out=${OUT:-$PWD/device-out}
     py=${PYTHON:-python3}
     size=(${SIZE:-800 1216})
+    pretrain=(${PRETRAIN_SIZE:-224 224})
+    pretrain_batch=${PRETRAIN_BATCH:-128}
+    backbones=(ParCNetV2-T 'ParCNetV2-T (Triton)' ConvNeXt-T)
     mkdir -p "$out"
     export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
     if [ -d .whl ]; then
@@ -43,38 +49,47 @@ run)
             --no-cache-dir --target /tmp/site .whl/*.whl
         export PYTHONPATH=/tmp/site:$PWD
     fi
-    # (the GPU's line goes to the end of bench_gpu.txt: a lease brings back
+    # (the GPU's line goes to the end of bench_gpu.txt: a run brings back
     # eight files at most)
     gpu=$(nvidia-smi --query-gpu=name,memory.total,driver_version \
         --format=csv 2>&1 || true)
     echo "$gpu"
-    # every step runs: a failure or a cut-off is a result too
-    timeout "${BENCH_SECONDS:-240}" "$py" -m mmparcnet.tools.benchmark \
-        --size "${size[@]}" --warmup 5 --repeats 20 --parts conv backbones \
-        --backbones ParCNetV2-T 'ParCNetV2-T (direct)' 'ParCNetV2-T (fft)' \
-        'ParCNetV2-T (matmul)' 'ParCNetV2-T (fast paths off)' ConvNeXt-T \
-        Swin-T \
-        --json "$out/bench_gpu.json" > "$out/bench_gpu.txt" 2>&1 \
-        || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
-    echo "$gpu" >> "$out/bench_gpu.txt"
-    # 8 processes of 2 threads each (16 threads each oversubscribed 16
-    # cores and ran tests past any time limit); each outcome and failure is
-    # written as it arrives (.ci/pytest_stream_log.py), so a cut-off run
-    # still tells which tests failed and why
+    # the model tests first, CUDA and Triton cases included: 8 processes of
+    # 2 threads each (16 threads each oversubscribed 16 cores); each outcome
+    # and failure is written as it arrives (.ci/pytest_stream_log.py), so a
+    # cut-off run still tells which tests failed and why
     workers=()
     if "$py" -c 'import xdist' 2>/dev/null; then workers=(-n 8); fi
     OMP_NUM_THREADS=2 OUT=$out PYTHONPATH=$PYTHONPATH:$PWD/.ci \
-        timeout "${TEST_SECONDS:-150}" "$py" -m pytest tests -o addopts= \
-        -p no:cacheprovider -p pytest_stream_log -rs \
+        timeout "${TEST_SECONDS:-150}" "$py" -m pytest tests/models \
+        -o addopts= -p no:cacheprovider -p pytest_stream_log -rs \
         ${workers[@]+"${workers[@]}"} \
         > "$out/tests.txt" 2>&1 \
         || echo "tests stopped: exit $?" | tee -a "$out/tests.txt"
     tail -3 "$out/tests.txt"
+    # every step runs: a failure or a cut-off is a result too. Detection
+    # shape (batch 2) with the oversized convolution's paths, then the
+    # pretraining shape (224x224, batch 128 a GPU)
+    timeout "${BENCH_SECONDS:-180}" "$py" -m mmparcnet.tools.benchmark \
+        --size "${size[@]}" --warmup 5 --repeats 20 --parts conv backbones \
+        --backbones "${backbones[@]}" \
+        --json "$out/bench_gpu.json" > "$out/bench_gpu.txt" 2>&1 \
+        || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
+    echo "$gpu" >> "$out/bench_gpu.txt"
+    timeout "${PRETRAIN_SECONDS:-150}" "$py" -m mmparcnet.tools.benchmark \
+        --size "${pretrain[@]}" --backbone-batch "$pretrain_batch" \
+        --warmup 5 --repeats 20 --parts backbones \
+        --backbones "${backbones[@]}" \
+        --json "$out/bench_gpu_pretrain.json" \
+        > "$out/bench_gpu_pretrain.txt" 2>&1 \
+        || echo "benchmark stopped: exit $?" \
+        | tee -a "$out/bench_gpu_pretrain.txt"
     timeout "${PROFILE_SECONDS:-50}" "$py" .ci/device-profile.py \
         "${size[@]}" > "$out/profile.txt" 2>&1 \
         || echo "profile stopped: exit $?" | tee -a "$out/profile.txt"
     # compiling both backbones for bf16 training took more than 190 s on an
-    # H200: off unless a lease has the time (COMPILE_SECONDS=300 or more)
+    # H200: off unless the machine's time allows (COMPILE_SECONDS=300 or
+    # more)
     compiled=$out/bench_gpu_compiled
     if [ "${COMPILE_SECONDS:-0}" -gt 0 ]; then
         timeout "$COMPILE_SECONDS" "$py" -m mmparcnet.tools.benchmark \
@@ -84,7 +99,8 @@ run)
             > "$compiled.txt" 2>&1 \
             || echo "compiled run stopped: exit $?" | tee -a "$compiled.txt"
     fi
-    sed -n '/^Device:/,/^JSON:/p' "$out/bench_gpu.txt"
+    sed -n '/^Device:/,/^JSON:/p' "$out/bench_gpu.txt" \
+        "$out/bench_gpu_pretrain.txt"
     ;;
 *)
     echo "usage: $0 fetch|run" >&2

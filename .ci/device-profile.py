@@ -11,7 +11,7 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from mmparcnet.tools.benchmark import build_backbones
+from mmparcnet.benchmarks.backbones import build_backbones
 
 
 def step(model, x):

@@ -15,6 +15,7 @@ from .engine import (CPUAwareAmpOptimWrapper, CPUAwareDistributedDataParallel,
                      ParCNetV2LayerDecayOptimizerConstructor, RNGStateHook)
 from .engine.distributed import install as _install_cpu_distributed
 from .models import ParCNetV2
+from .models.ops import fast_paths, fast_paths_enabled, set_fast_paths
 from .registry import register
 from .version import __version__
 
@@ -29,5 +30,5 @@ register('MODEL_WRAPPERS', CPUAwareDistributedDataParallel)
 __all__ = [
     'CPUAwareAmpOptimWrapper', 'CPUAwareDistributedDataParallel', 'ParCNetV2',
     'ParCNetV2LayerDecayOptimizerConstructor', 'RNGStateHook', '__version__',
-    'REGISTERED_IN'
+    'REGISTERED_IN', 'fast_paths', 'fast_paths_enabled', 'set_fast_paths'
 ]

@@ -130,15 +130,34 @@ class GlooSyncBatchNorm(_BatchNorm):
         return output.to(input.dtype)
 
 
+def _gloo_copy(layer: nn.SyncBatchNorm) -> GlooSyncBatchNorm:
+    """A :class:`GlooSyncBatchNorm` holding ``layer``'s own parameters and
+    buffers (the same tensors: an optimizer built on them still sees
+    them), process group and mode."""
+    copy = GlooSyncBatchNorm(layer.num_features, layer.eps, layer.momentum,
+                             layer.affine, layer.track_running_stats)
+    for name, param in layer.named_parameters(recurse=False):
+        setattr(copy, name, param)
+    for name, buffer in layer.named_buffers(recurse=False):
+        setattr(copy, name, buffer)
+    copy.process_group = layer.process_group
+    copy.train(layer.training)
+    return copy
+
+
 def promote_sync_batchnorm(module: nn.Module) -> int:
-    """Turn every ``torch.nn.SyncBatchNorm`` in ``module`` into a
-    :class:`GlooSyncBatchNorm` in place (same parameters, buffers and
-    process group); returns how many."""
+    """Replace every ``torch.nn.SyncBatchNorm`` inside ``module`` by a
+    :class:`GlooSyncBatchNorm` with the same parameters, buffers and
+    process group; returns how many."""
+    if isinstance(module, nn.SyncBatchNorm):
+        raise TypeError('promote_sync_batchnorm replaces the SyncBN layers '
+                        'inside a module; pass the module that holds it')
     promoted = 0
-    for layer in module.modules():
-        if isinstance(layer, nn.SyncBatchNorm):  # mmengine's subclass too
-            layer.__class__ = GlooSyncBatchNorm
-            promoted += 1
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.SyncBatchNorm):  # mmengine's subclass too
+                setattr(parent, name, _gloo_copy(child))
+                promoted += 1
     return promoted
 
 

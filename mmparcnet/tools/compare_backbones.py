@@ -7,12 +7,8 @@ ResNet-18's size, changing only the backbone and the FPN's input channels,
 and prints each one's COCO metrics (MMDetection's own evaluation) and the
 RoI classifier's final training loss as a table.
 
-The ``parcnetv2-channels-last-outputs`` row reproduces the defect this tool
-was written to find: the backbone returned its feature maps as permuted
-views with channels-last strides; the FPN's convolutions keep those strides,
-and mmcv's RoIAlign reads its input as contiguous NCHW memory, so the RoI
-heads were trained on scrambled features while the RPN (plain convolutions)
-learned normally.
+It was written to find a defect of the backbone's outputs that left the
+RoI heads untrained (docs/training.md, "Learning from scratch").
 
 Run it from the repository root (each row is one ``mim train mmdet``, about
 3-4 minutes on 2 idle CPU cores at the default 8 epochs).
@@ -27,7 +23,7 @@ import sys
 import time
 
 from ..resources import config_path
-from .demo import metrics
+from ..toolbox_runs import metrics, mim_command, toolbox_env
 
 TOY_CONFIG = config_path('detection/mask-rcnn_parcnetv2-nano_fpn_toy-coco.py')
 CHANNELS = [64, 128, 256, 512]
@@ -56,28 +52,8 @@ BACKBONES = {
         type='ParCNetV2',
         arch=dict(depths=[2, 2, 2, 2], dims=CHANNELS),
         out_indices=(0, 1, 2, 3)),
-    'parcnetv2-channels-last-outputs':
-    dict(
-        type='ParCNetV2ChannelsLastOutputs',
-        arch=dict(depths=[2, 2, 2, 2], dims=CHANNELS),
-        out_indices=(0, 1, 2, 3)),
 }
 LOSS_CLS = re.compile(r'Epoch\(train\).*?\bloss_cls: ([0-9.]+)')
-
-
-def _register_channels_last_variant():
-    """The backbone as it was before the fix: outputs as permuted views."""
-    from mmparcnet.models import ParCNetV2
-    from mmparcnet.registry import register
-
-    class ParCNetV2ChannelsLastOutputs(ParCNetV2):
-
-        def forward(self, x):
-            return tuple(
-                out.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
-                for out in super().forward(x))
-
-    register('MODELS', ParCNetV2ChannelsLastOutputs)
 
 
 def config_text(backbone: str, data_root: str, epochs: int) -> str:
@@ -85,7 +61,7 @@ def config_text(backbone: str, data_root: str, epochs: int) -> str:
     milestones = [max(1, epochs - 2), max(1, epochs - 1)]
     return f"""_base_ = {TOY_CONFIG!r}
 custom_imports = dict(
-    imports=['mmparcnet', 'mmparcnet.tools.compare_backbones'],
+    imports=['mmparcnet'],
     allow_failed_imports=False)
 model = dict(
     backbone=dict(_delete_=True, **{BACKBONES[backbone]!r}),
@@ -114,18 +90,13 @@ def train_one(backbone: str, work_dir: str, data_root: str,
     config = osp.join(work_dir, f'{backbone}.py')
     with open(config, 'w') as file:
         file.write(config_text(backbone, data_root, epochs))
-    mim = osp.join(osp.dirname(sys.executable), 'mim')
-    command = [
-        mim if osp.isfile(mim) else 'mim', 'train', 'mmdet', config,
-        '--work-dir',
+    command = mim_command() + [
+        'train', 'mmdet', config, '--work-dir',
         osp.join(work_dir, backbone)
     ]
     start = time.time()
     result = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONUNBUFFERED='1'))
+        command, capture_output=True, text=True, env=toolbox_env())
     output = result.stdout + result.stderr
     with open(osp.join(work_dir, f'{backbone}.log'), 'w') as log:
         log.write(output)
@@ -188,13 +159,6 @@ def main(argv=None) -> int:
         json.dump(dict(epochs=args.epochs, rows=rows), file, indent=1)
     return 0
 
-
-# imported by the generated configs (custom_imports): the variant must be
-# buildable in the training process
-try:
-    _register_channels_last_variant()
-except ImportError:  # pragma: no cover (mmengine missing)
-    pass
 
 if __name__ == '__main__':
     sys.exit(main())

@@ -33,12 +33,11 @@ import torch
 
 from ..analysis import REFERENCE_CLASSIFIERS
 from ..resources import config_path
+from ..toolbox_runs import METRIC, metrics, mim_command, toolbox_env
 
 CLASSIFIER_CONFIG = 'classification/parcnetv2-nano_toy-shapes-64px.py'
 DETECTOR_CONFIG = 'detection/mask-rcnn_parcnetv2-nano_fpn_toy-coco.py'
 DETECTION_TEST_SIZE = (160, 160)  # the detector config's test Resize
-METRIC = re.compile(r'(coco/(?:bbox|segm)_mAP(?:_50)?|accuracy/top1): '
-                    r'(-?[0-9.]+)')
 ECHOED = re.compile(r'Epoch\(train\)|oversized kernels|loaded \d+ tensors|'
                     r'^Traceback|Error:')
 
@@ -82,7 +81,7 @@ def run(command, log_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+            env=toolbox_env())
         for line in process.stdout:
             log.write(line)
             if METRIC.search(line) or ECHOED.search(line):
@@ -92,18 +91,6 @@ def run(command, log_path):
                              f'full output is in {log_path}')
     with open(log_path) as log:
         return log.read()
-
-
-def metrics(output: str) -> dict:
-    """The last value of each metric the toolboxes' evaluators print, as
-    ``bbox_mAP``, ``bbox_mAP_50``, ``segm_mAP``, ``top1`` (a fraction)."""
-    found = {}
-    for name, value in METRIC.findall(output):
-        if name == 'accuracy/top1':
-            found['top1'] = float(value) / 100
-        else:
-            found[name.split('/')[1]] = float(value)
-    return found
 
 
 def save_initialised(config: str,
@@ -170,8 +157,8 @@ def tile_pictures(folder: str, out_path: str, count: int = 6) -> str:
 
 def kernel_taps(pretrain_size: int, input_size) -> str:
     """The stored oversized kernel lengths and the ones an input meets."""
-    from mmparcnet.models.layers.oversized_conv import (stage_map_sizes,
-                                                        stored_kernel_lengths)
+    from mmparcnet.models.layers.geometry import (stage_map_sizes,
+                                                  stored_kernel_lengths)
     stored = stored_kernel_lengths(pretrain_size)
     height, width = input_size
     rows = zip(stage_map_sizes(height), stage_map_sizes(width))
@@ -188,8 +175,7 @@ class Pipeline:
     def __init__(self, args):
         self.args = args
         self.work_dir = args.work_dir
-        mim = osp.join(osp.dirname(sys.executable), 'mim')
-        self.mim = [mim] if osp.isfile(mim) else ['mim']
+        self.mim = mim_command()
         self.results = {}
 
     def path(self, *parts):

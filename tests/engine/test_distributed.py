@@ -121,3 +121,19 @@ def test_launcher_initialises_gloo_without_a_gpu(tmp_path, monkeypatch):
         assert dist.get_backend() == 'gloo'
     finally:
         dist.destroy_process_group()
+
+
+def test_promotion_keeps_the_parameters_buffers_and_mode():
+    sync = layer(nn.SyncBatchNorm).eval()
+    holder = nn.Sequential(nn.Identity(), nn.Sequential(sync))
+    params = list(sync.parameters())
+    buffers = list(sync.buffers())
+    assert promote_sync_batchnorm(holder) == 1
+    promoted = holder[1][0]
+    assert type(promoted) is GlooSyncBatchNorm and not promoted.training
+    # the same tensors: an optimizer built on them still updates the layer
+    assert all(a is b for a, b in zip(promoted.parameters(), params))
+    assert all(a is b for a, b in zip(promoted.buffers(), buffers))
+    assert promoted.momentum == 0.3 and promoted.num_features == 4
+    with pytest.raises(TypeError, match='holds it'):
+        promote_sync_batchnorm(sync)

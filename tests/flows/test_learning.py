@@ -12,8 +12,9 @@ cannot tell them apart keeps predicting "some object", whose cross-entropy
 plateaus near 0.55. Measured with this very schedule on the project's 2-core
 CI machine: MMPretrain's ConvNeXt of the same size 0.26 / 0.23 (bbox mAP
 0.75), ParCNetV2 0.28 / 0.25 (0.70), and ParCNetV2 with the scrambled RoI
-features of before the fix (``parcnetv2-channels-last-outputs``) 0.58 / 0.58
-(0.02). 0.40 lies between them with a margin of about 0.15 on either side.
+features of before the fix (a row the tool had then, since removed) 0.58 /
+0.58 (0.02). 0.40 lies between them with a margin of about 0.15 on either
+side.
 """
 import re
 

@@ -95,7 +95,8 @@ def test_detector_applies_the_classifier_kernels_resized(
     from mmdet.utils import register_all_modules
     from mmengine.config import Config
 
-    import mmparcnet.models.layers.oversized_conv as oversized_conv
+    import mmparcnet.models.ops.oversized as oversized_conv
+    from mmparcnet.models.layers.geometry import stage_map_sizes
     steps, classifier, _ = pipeline
     stored = {
         k: v.numpy()
@@ -122,7 +123,7 @@ def test_detector_applies_the_classifier_kernels_resized(
     with torch.no_grad():
         backbone.eval()(torch.randn(1, 3, height, width))
     # each stage's kernels, vertical and horizontal, resized to 2H-1 / 2W-1
-    maps = oversized_conv.stage_map_sizes(height)
+    maps = stage_map_sizes(height)
     assert sorted(length for _, length, _, _ in applied) == sorted(
         [2 * m - 1 for m in maps] * 2)
     for weight, length, vertical, out in applied:

@@ -3,310 +3,28 @@
 A pure-CNN backbone whose blocks mix tokens with a spatial bifurcate gate unit
 (an oversized depthwise convolution about twice the feature map, plus a 7x7
 depthwise convolution, gated by a pointwise branch) and mix channels with a
-channel bifurcate gate unit. This file reads top-down: the small layers, the
-two gate units, the block, then the backbone. Parameter names follow the
-published checkpoints, so they load as they are (see
-``mmparcnet.checkpoint``).
+channel bifurcate gate unit. The layers are in :mod:`..layers`, how they are
+computed in :mod:`..ops`; this file holds the backbone: the arch table, the
+stages, loading, freezing and the layer ids for learning-rate decay.
+Parameter names follow the published checkpoints, so they load as they are
+(see ``mmparcnet.checkpoint``).
 
 Only PyTorch and mmengine are needed here; ``mmparcnet.registry`` makes the
 class known to MMDetection, MMSegmentation and MMPretrain.
 """
-import contextlib
 import copy
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-import torch.utils.checkpoint as cp
 from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor
 
-from ..layers.oversized_conv import (IMPLEMENTATIONS, KERNEL_MODES,
-                                     oversized_conv, resize_kernel,
-                                     stored_kernel_lengths)
-from ..layers.pointwise import (GatedConv1x1, PlanesConv1x1, gelu,
-                                gelu_gated_linear)
-from ..layers.runtime import fast_paths_enabled, plain_ops_needed, shared_sizes
-from ..layers.torch_ops import LAYER_NORM_IS_EXACT
-
-# ---------------------------------------------------------------------------
-# Layers
-# ---------------------------------------------------------------------------
-
-
-class ChannelNorm(nn.Module):
-    """ParCNetV2's channel norm ("LNG") on channels-last tensors.
-
-    ``y = (x - mean) / max(||x - mean||_2, eps) * weight``: a scale-only
-    LayerNorm whose divisor is the L2 norm over channels, not the RMS. It is
-    computed as one fused ``F.layer_norm`` with the scale divided by sqrt(C)
-    (written out where that call is not exact, see
-    :data:`~..layers.torch_ops.LAYER_NORM_IS_EXACT`):
-    the L2 norm is sqrt(C) times the standard deviation, and an epsilon of
-    ``eps**2 / C`` inside the square root stands in for the ``max`` (the two
-    differ only where the centred vector is shorter than ``eps``).
-
-    Args:
-        channels (int): number of channels (the last dimension).
-        eps (float): lower bound of the norm. Defaults to 1e-6.
-
-    Attributes:
-        always_fused (bool): use the ``F.layer_norm`` call also where it is
-            not exact, for tools that count operators rather than compute
-            (:func:`fused_channel_norms`). Defaults to False.
-    """
-    always_fused = False
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.eps = eps
-
-    def forward(self, x: Tensor) -> Tensor:
-        channels = self.weight.shape[0]
-        if LAYER_NORM_IS_EXACT or self.always_fused:
-            return F.layer_norm(x, (channels, ), self.weight * channels**-0.5,
-                                None, self.eps * self.eps / channels)
-        # shifted by the first channel first, so that a constant vector
-        # centres to exact zeros (x - mean(x) alone leaves rounding noise);
-        # in float32 at least and back to x's type, as layer_norm does
-        wide = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        shifted = wide - wide[..., :1]
-        centred = shifted - shifted.mean(dim=-1, keepdim=True)
-        return (centred *
-                torch.rsqrt(centred.square().sum(dim=-1, keepdim=True) +
-                            self.eps * self.eps) * self.weight).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f'{self.weight.shape[0]}, eps={self.eps}'
-
-
-@contextlib.contextmanager
-def fused_channel_norms():
-    """Run every :class:`ChannelNorm` as one ``F.layer_norm`` call, also on
-    a PyTorch whose call is not exact on constant vectors: for operator
-    counters (mmengine's FlopAnalyzer counts a norm by its ``layer_norm``
-    op and sees nothing of the written-out form), not for computing."""
-    previous = ChannelNorm.always_fused
-    ChannelNorm.always_fused = True
-    try:
-        yield
-    finally:
-        ChannelNorm.always_fused = previous
-
-
-class ResScale(nn.Module):
-    """A learnable per-channel multiplier on the residual path."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.scale = nn.Parameter(torch.ones(channels))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.scale
-
-
-def drop_path(x: Tensor, drop_prob: float, training: bool) -> Tensor:
-    """Stochastic depth: zero whole samples of a residual branch."""
-    if drop_prob == 0. or not training:
-        return x
-    keep_prob = 1 - drop_prob
-    shape = (x.shape[0], ) + (1, ) * (x.ndim - 1)
-    mask = x.new_empty(shape).bernoulli_(keep_prob)
-    return x * mask / keep_prob
-
-
-class DropPath(nn.Module):
-
-    def __init__(self, drop_prob: float = 0.):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: Tensor) -> Tensor:
-        return drop_path(x, self.drop_prob, self.training)
-
-    def extra_repr(self) -> str:
-        return f'drop_prob={self.drop_prob}'
-
-
-class OversizedConv(nn.Module):
-    """Vertical then horizontal oversized depthwise convolution.
-
-    The kernels live in two bias-free ``Conv2d`` modules (``conv_h``,
-    ``conv_w``) so that their names and shapes match the checkpoints and the
-    ``Conv2d`` initialisers reach them; the computation itself is
-    :func:`~mmparcnet.models.layers.oversized_conv.oversized_conv`.
-
-    Args:
-        channels (int): number of channels.
-        kernel_length (int): stored kernel length K.
-        kernel_mode (str): ``'interpolate'`` or ``'fixed'``.
-        impl (str): oversized convolution implementation.
-    """
-
-    def __init__(self, channels: int, kernel_length: int, kernel_mode: str,
-                 impl: str):
-        super().__init__()
-        self.conv_h = nn.Conv2d(
-            channels,
-            channels, (kernel_length, 1),
-            padding=(kernel_length // 2, 0),
-            groups=channels,
-            bias=False)
-        self.conv_w = nn.Conv2d(
-            channels,
-            channels, (1, kernel_length),
-            padding=(0, kernel_length // 2),
-            groups=channels,
-            bias=False)
-        self.kernel_mode = kernel_mode
-        self.impl = impl
-
-    def forward(self, x: Tensor) -> Tensor:
-        return oversized_conv(x, self.conv_h.weight, self.conv_w.weight,
-                              self.kernel_mode, self.impl)
-
-    def extra_repr(self) -> str:
-        return f'kernel_mode={self.kernel_mode!r}, impl={self.impl!r}'
-
-
-# ---------------------------------------------------------------------------
-# Gate units and block
-# ---------------------------------------------------------------------------
-
-
-class SpatialBGU(nn.Module):
-    """Spatial bifurcate gate unit, the token mixer (paper Eq. 3).
-
-    ``g, u = split(pwconv1(x))``; ``u = GELU(u)``;
-    ``out = pwconv2(g * (OversizedConv(u) + DWConv7x7(u)))``.
-
-    Channels-last (N, H, W, C) in and out. In between, the maps are
-    channel-major planes seen as NCHW: the 1x1 convolutions change the
-    layout for free (:mod:`..layers.pointwise`).
-    """
-
-    def __init__(self, channels: int, kernel_length: int, kernel_mode: str,
-                 impl: str):
-        super().__init__()
-        self.pwconv1 = PlanesConv1x1(channels, 2 * channels)
-        self.dwconv1 = OversizedConv(channels, kernel_length, kernel_mode,
-                                     impl)
-        self.dwconv2 = nn.Conv2d(
-            channels, channels, 7, padding=3, groups=channels, bias=False)
-        self.pwconv2 = GatedConv1x1(channels, channels, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        gate, value = self.pwconv1.split(x, 2)
-        value = gelu(value)
-        return self.pwconv2(self.dwconv1(value) + self.dwconv2(value), gate)
-
-
-class ChannelBGU(nn.Module):
-    """Channel bifurcate gate unit, the channel mixer (paper Eq. 4).
-
-    ``a, b = split(fc1(x))`` (2.5C each); ``out = fc2(a * GELU(b))``, on
-    channels-last rows; computed by
-    :func:`..layers.pointwise.gelu_gated_linear`.
-    """
-    # rows per pass of the fast paths, so that a block's intermediates stay
-    # in cache (docs/speed.md)
-    block_rows = 4096
-
-    def __init__(self, channels: int):
-        super().__init__()
-        hidden = channels * 5 // 2
-        self.fc1 = nn.Linear(channels, 2 * hidden)
-        self.fc2 = nn.Linear(hidden, channels, bias=False)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return gelu_gated_linear(x, self.fc1, self.fc2, self.block_rows)
-
-
-class ParCNetV2Block(nn.Module):
-    """One ParCNetV2 block on channels-last tensors (paper Fig. 2).
-
-    The ResScales ``rs1``/``rs2`` exist in the last two stages only.
-    """
-
-    def __init__(self,
-                 channels: int,
-                 kernel_length: int,
-                 kernel_mode: str,
-                 impl: str,
-                 drop_path_rate: float = 0.,
-                 res_scale: bool = False):
-        super().__init__()
-        self.norm1 = ChannelNorm(channels)
-        self.token_mixer = SpatialBGU(channels, kernel_length, kernel_mode,
-                                      impl)
-        self.norm2 = ChannelNorm(channels)
-        self.mlp = ChannelBGU(channels)
-        self.drop_path = DropPath(drop_path_rate)
-        self.res_scale1 = ResScale(channels) if res_scale else nn.Identity()
-        self.res_scale2 = ResScale(channels) if res_scale else nn.Identity()
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.res_scale1(x) + self.drop_path(
-            self.token_mixer(self.norm1(x)))
-        x = self.res_scale2(x) + self.drop_path(self.mlp(self.norm2(x)))
-        return x
-
-
-class Stem(nn.Module):
-    """Stage 0's downsampling: 7x7 stride-4 convolution, channel norm."""
-
-    def __init__(self, in_channels: int, channels: int):
-        super().__init__()
-        self.conv = nn.Conv2d(in_channels, channels, 7, stride=4, padding=2)
-        self.post_norm = ChannelNorm(channels)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.post_norm(self.conv(x).permute(0, 2, 3, 1))
-
-
-class Downsample(nn.Module):
-    """A later stage's downsampling: channel norm, 3x3 stride-2 convolution.
-
-    The convolution reads the channels-last rows as they are, except on
-    small maps on the CPU (at most :attr:`planes_max_positions` input
-    positions, batch included: the last stages of a classification-size
-    input), where oneDNN's strided convolution measured up to twice as fast
-    from contiguous NCHW planes as from channels-last memory, copies
-    included (docs/speed.md); on larger maps channels-last is the faster.
-    A fast path: the switch in :mod:`..layers.runtime` turns it off.
-
-    Attributes:
-        planes_max_positions (int): the most input positions (batch x height
-            x width) read as NCHW planes on the CPU.
-    """
-    planes_max_positions = 1024
-
-    def __init__(self, in_channels: int, channels: int):
-        super().__init__()
-        self.pre_norm = ChannelNorm(in_channels)
-        self.conv = nn.Conv2d(in_channels, channels, 3, stride=2, padding=1)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.pre_norm(x).permute(0, 3, 1, 2)
-        if self._planes_faster(x):
-            return self.conv(x.contiguous()).permute(0, 2, 3, 1).contiguous()
-        return self.conv(x).permute(0, 2, 3, 1)
-
-    def _planes_faster(self, x: Tensor) -> bool:
-        # first: compilers and exporters must not trace the queries below
-        if plain_ops_needed() or not fast_paths_enabled():
-            return False
-        batch, _, height, width = x.shape
-        return (x.device.type == 'cpu'
-                and batch * height * width <= self.planes_max_positions)
-
-
-# ---------------------------------------------------------------------------
-# The backbone
-# ---------------------------------------------------------------------------
+from ..layers import (ChannelNorm, Downsample, ParCNetV2Block, Stage, Stem,
+                      stored_kernel_lengths)
+from ..layers.geometry import min_input_size
+from ..ops.oversized import resize_kernel
 
 # The reference initialisation, except that conv biases are not all zero
 # (see the ParCNetV2 docstring).
@@ -354,8 +72,14 @@ class ParCNetV2(BaseModule):
             computed: ``'direct'`` (depthwise convolutions, as
             the reference code), ``'matmul'`` (Toeplitz GEMMs), ``'fft'``
             (FFT, O(HW log HW)) or ``'auto'`` (per shape and device, see
-            :func:`~mmparcnet.models.layers.oversized_conv.choose_impl`).
-            All give the same numbers up to rounding. Defaults to ``'auto'``.
+            :func:`~mmparcnet.models.ops.registry.choose_impl`). All give
+            the same numbers up to rounding. Defaults to ``'auto'``.
+        fast_paths (bool, optional): whether the layers may take their fast
+            implementations (:mod:`mmparcnet.models.ops`); False: the plain
+            computation everywhere (the reference the fast paths are tested
+            against); None: the process-wide switch
+            (``MMPARCNET_FAST_PATHS``) when the model is built. Defaults to
+            None.
         pretrained (str, optional): a checkpoint to load; the older spelling
             of ``init_cfg=dict(type='Pretrained', checkpoint=...)`` that
             MMSegmentation's ``EncoderDecoder(pretrained=...)`` passes on.
@@ -409,6 +133,7 @@ class ParCNetV2(BaseModule):
                  pretrain_size: int = 224,
                  gap_before_final_norm: bool = False,
                  oversized_conv_impl: str = 'auto',
+                 fast_paths: Optional[bool] = None,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[Dict,
                                           List[Dict]]] = DEFAULT_INIT_CFG):
@@ -429,16 +154,10 @@ class ParCNetV2(BaseModule):
             raise ValueError(f'frozen_stages must be in [0, {self.num_stages}]'
                              f', got {frozen_stages}')
         self.frozen_stages = frozen_stages
-        if kernel_mode not in KERNEL_MODES:
-            raise ValueError(f'unknown kernel_mode {kernel_mode!r}; expected '
-                             f'one of {KERNEL_MODES}')
-        if oversized_conv_impl not in IMPLEMENTATIONS:
-            raise ValueError(f'unknown oversized_conv_impl '
-                             f'{oversized_conv_impl!r}; expected one of '
-                             f'{IMPLEMENTATIONS}')
         if not 0. <= drop_path_rate < 1.:
             raise ValueError(
                 f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
+        # kernel_mode and oversized_conv_impl are checked by OversizedConv
         self.kernel_mode = kernel_mode
         self.pretrain_size = pretrain_size
         self.kernel_lengths = stored_kernel_lengths(pretrain_size,
@@ -450,23 +169,23 @@ class ParCNetV2(BaseModule):
         self.stages = nn.ModuleList()
         rates = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
         for i, (depth, dim) in enumerate(zip(self.depths, self.dims)):
-            if i == 0:
-                self.downsample_layers.append(Stem(in_channels, dim))
-            else:
-                self.downsample_layers.append(
-                    Downsample(self.dims[i - 1], dim))
+            self.downsample_layers.append(
+                Stem(in_channels, dim) if i ==
+                0 else Downsample(self.dims[i - 1], dim, fast_paths))
             first = sum(self.depths[:i])
             self.stages.append(
-                nn.Sequential(*[
-                    ParCNetV2Block(
-                        dim,
-                        self.kernel_lengths[i],
-                        kernel_mode,
-                        oversized_conv_impl,
-                        drop_path_rate=rates[first + j],
-                        res_scale=i in self.res_scale_stages)
-                    for j in range(depth)
-                ]))
+                Stage(
+                    *[
+                        ParCNetV2Block(
+                            dim,
+                            self.kernel_lengths[i],
+                            kernel_mode,
+                            oversized_conv_impl,
+                            drop_path_rate=rates[first + j],
+                            res_scale=i in self.res_scale_stages,
+                            fast_paths=fast_paths) for j in range(depth)
+                    ],
+                    with_cp=with_cp))
 
         for i in self.out_indices:
             norm = (
@@ -568,7 +287,7 @@ class ParCNetV2(BaseModule):
                               *args) -> None:
         """Resize oversized kernels stored at another length (another
         ``pretrain_size``) to this model's, by linear interpolation as
-        :func:`~..layers.oversized_conv.resize_kernel` resizes them for an
+        :func:`~..ops.oversized.resize_kernel` resizes them for an
         input, in place in ``state_dict``, and log what was resized.
 
         It runs as a load-state-dict pre-hook, so every way of loading
@@ -608,23 +327,15 @@ class ParCNetV2(BaseModule):
                 f'ParCNetV2 expects input of shape (N, {self.in_channels}, H,'
                 f' W) (in_channels={self.in_channels}), got '
                 f'{tuple(x.shape)}')
-        if x.shape[2] < 3 or x.shape[3] < 3:
-            # the 7x7 stride-4 stem with padding 2 has no output below 3x3
+        smallest = min_input_size()
+        if x.shape[2] < smallest or x.shape[3] < smallest:
+            # the stem leaves no map below that size
             raise ValueError(
-                f'ParCNetV2 needs inputs of at least 3x3 pixels, got '
-                f'{x.shape[2]}x{x.shape[3]}')
+                f'ParCNetV2 needs inputs of at least {smallest}x{smallest} '
+                f'pixels, got {x.shape[2]}x{x.shape[3]}')
         outs = []
         for i in range(self.num_stages):
-            x = self.downsample_layers[i](x)
-            stage = self.stages[i]
-            if self.with_cp and x.requires_grad:
-                for block in stage:
-                    x = cp.checkpoint(block, x, use_reentrant=False)
-            else:
-                # exporting: the blocks share the sizes' nodes
-                with shared_sizes(
-                        batch=x.shape[0], height=x.shape[1], width=x.shape[2]):
-                    x = stage(x)
+            x = self.stages[i](self.downsample_layers[i](x))
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}')
                 if self.gap_before_final_norm:
@@ -637,6 +348,14 @@ class ParCNetV2(BaseModule):
                     # RoI heads would see scrambled features
                     outs.append(norm(x).permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
+
+    def set_fast_paths(self, enabled: Optional[bool] = None) -> None:
+        """Choose again how every layer is computed: False, the plain
+        computation everywhere; True, the fast implementations where they
+        apply; None, the process-wide switch."""
+        for module in self.modules():
+            if module is not self and hasattr(module, 'set_fast_paths'):
+                module.set_fast_paths(enabled)
 
     # -- training helpers ----------------------------------------------------
 

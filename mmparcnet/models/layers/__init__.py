@@ -1,5 +1,16 @@
-# The entry point is mmparcnet.models.layers.oversized_conv.oversized_conv;
-# it is not re-exported here so that the module name stays the module.
-from .oversized_conv import choose_impl, resize_kernel, stored_kernel_lengths
+"""What ParCNetV2 is: every module of the architecture, one file each, each
+with a plain forward that reads as the paper's equation. How the layers are
+computed faster is :mod:`mmparcnet.models.ops`."""
+from .block import ParCNetV2Block, Stage
+from .downsampling import Downsample, Stem
+from .gate_units import ChannelBGU, SpatialBGU
+from .geometry import stage_map_sizes, stored_kernel_lengths
+from .norm import ChannelNorm
+from .oversized_conv import OversizedConv
+from .residual import DropPath, ResScale, drop_path
 
-__all__ = ['choose_impl', 'resize_kernel', 'stored_kernel_lengths']
+__all__ = [
+    'ChannelBGU', 'ChannelNorm', 'Downsample', 'DropPath', 'OversizedConv',
+    'ParCNetV2Block', 'ResScale', 'SpatialBGU', 'Stage', 'Stem', 'drop_path',
+    'stage_map_sizes', 'stored_kernel_lengths'
+]

@@ -1,26 +1,25 @@
-"""The fast oversized convolutions (FFT, matmul) against the direct
-(reference) path, and the automatic choice between them."""
+"""The fast oversized convolutions (matmul, FFT) against the direct
+(reference) path, in values, gradients and types, alone and in the
+backbone."""
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mmparcnet.checkpoint import load_state_into
 from mmparcnet.models import ParCNetV2
-from mmparcnet.models.layers.oversized_conv import (choose_impl, fft_size,
-                                                    oversized_conv)
+from mmparcnet.models.ops.oversized import fft_size, oversized_conv
 
 FAST = ['fft', 'matmul']
 
 
-def both_paths(x, k_h, k_w, local, mode, grad, fast):
+def both_paths(x, k_h, k_w, mode, grad, fast):
     results = {}
     for impl in ('direct', fast):
         tensors = [
-            t.detach().clone().requires_grad_(True)
-            for t in (x, k_h, k_w, local)
+            t.detach().clone().requires_grad_(True) for t in (x, k_h, k_w)
         ]
-        out = oversized_conv(tensors[0], tensors[1], tensors[2], mode, impl,
-                             tensors[3])
+        out = oversized_conv(*tensors, mode, impl)
         out.backward(grad)
         results[impl] = [out.detach()] + [t.grad for t in tensors]
     return results['direct'], results[fast]
@@ -31,8 +30,6 @@ def random_case(batch,
                 height,
                 width,
                 taps,
-                local_taps,
-                mode,
                 seed,
                 dtype=torch.float64):
     generator = torch.Generator().manual_seed(seed)
@@ -41,9 +38,7 @@ def random_case(batch,
         return torch.randn(*shape, generator=generator, dtype=dtype)
 
     return (rand(batch, channels, height, width), rand(channels, 1, taps, 1),
-            rand(channels, 1, 1,
-                 taps), rand(channels, 1, local_taps,
-                             local_taps), rand(batch, channels, height, width))
+            rand(channels, 1, 1, taps), rand(batch, channels, height, width))
 
 
 @pytest.mark.parametrize('fast', FAST)
@@ -54,17 +49,15 @@ def random_case(batch,
     height=st.integers(1, 24),
     width=st.integers(1, 24),
     stored=st.integers(1, 20),
-    local=st.sampled_from([1, 3, 7]),
     mode=st.sampled_from(['interpolate', 'fixed']),
     seed=st.integers(0, 2**16))
 def test_fast_path_equals_direct_values_and_gradients(fast, batch, channels,
                                                       height, width, stored,
-                                                      local, mode, seed):
+                                                      mode, seed):
     taps = 2 * stored - 1  # stored kernels have odd length
-    x, k_h, k_w, k_local, grad = random_case(batch, channels, height, width,
-                                             taps, local, mode, seed)
-    direct, result = both_paths(x, k_h, k_w, k_local, mode, grad, fast)
-    for name, a, b in zip(('out', 'x', 'k_h', 'k_w', 'local'), direct, result):
+    x, k_h, k_w, grad = random_case(batch, channels, height, width, taps, seed)
+    direct, result = both_paths(x, k_h, k_w, mode, grad, fast)
+    for name, a, b in zip(('out', 'x', 'k_h', 'k_w'), direct, result):
         assert a.shape == b.shape, name
         torch.testing.assert_close(
             b,
@@ -79,10 +72,8 @@ def test_fast_path_equals_direct_values_and_gradients(fast, batch, channels,
 @pytest.mark.parametrize('shape', [(1, 1), (1, 17), (17, 1), (13, 31),
                                    (40, 3)])
 def test_fast_path_equals_direct_in_float32(shape, fast):
-    x, k_h, k_w, k_local, grad = random_case(2, 4, *shape, 31, 7,
-                                             'interpolate', 0, torch.float32)
-    direct, result = both_paths(x, k_h, k_w, k_local, 'interpolate', grad,
-                                fast)
+    x, k_h, k_w, grad = random_case(2, 4, *shape, 31, 0, torch.float32)
+    direct, result = both_paths(x, k_h, k_w, 'interpolate', grad, fast)
     for a, b in zip(direct, result):
         scale = a.abs().max().item()
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-4 * scale)
@@ -94,10 +85,10 @@ def test_fast_path_equals_direct_in_float32(shape, fast):
 @pytest.mark.parametrize('shape', [(1, 1), (1, 17), (13, 31), (50, 76)])
 def test_fast_path_equals_direct_on_cuda(shape, mode, fast):
     # float64: cuDNN's float32 convolutions may use TF32
-    case = random_case(2, 4, *shape, 31, 7, mode, 0, torch.float64)
-    direct, result = both_paths(*[t.cuda() for t in case[:4]], mode,
-                                case[4].cuda(), fast)
-    for name, a, b in zip(('out', 'x', 'k_h', 'k_w', 'local'), direct, result):
+    case = random_case(2, 4, *shape, 31, 0, torch.float64)
+    direct, result = both_paths(*[t.cuda() for t in case[:3]], mode,
+                                case[3].cuda(), fast)
+    for name, a, b in zip(('out', 'x', 'k_h', 'k_w'), direct, result):
         assert b.is_cuda, name
         torch.testing.assert_close(
             b,
@@ -110,12 +101,11 @@ def test_fast_path_equals_direct_on_cuda(shape, mode, fast):
 
 @pytest.mark.parametrize('fast', FAST)
 def test_bf16_autocast_keeps_dtype_and_bf16_precision(fast):
-    x, k_h, k_w, k_local, grad = random_case(2, 8, 23, 17, 31, 7,
-                                             'interpolate', 1, torch.float32)
-    reference = oversized_conv(x, k_h, k_w, 'interpolate', 'direct', k_local)
+    x, k_h, k_w, grad = random_case(2, 8, 23, 17, 31, 1, torch.float32)
+    reference = oversized_conv(x, k_h, k_w, 'interpolate', 'direct')
     x_bf16 = x.bfloat16().requires_grad_(True)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = oversized_conv(x_bf16, k_h, k_w, 'interpolate', fast, k_local)
+        out = oversized_conv(x_bf16, k_h, k_w, 'interpolate', fast)
     assert out.dtype == torch.bfloat16
     error = (out.float() - reference).norm() / reference.norm()
     assert error < 1e-2
@@ -124,64 +114,35 @@ def test_bf16_autocast_keeps_dtype_and_bf16_precision(fast):
     assert torch.isfinite(x_bf16.grad).all()
 
 
+def test_toeplitz_product_of_a_float32_map_under_bf16_autocast():
+    # autocast runs the products in bf16; the backward pass must agree
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 13, requires_grad=True)
+    k_h = torch.randn(4, 1, 11, 1, requires_grad=True)
+    k_w = torch.randn(4, 1, 1, 11, requires_grad=True)
+    reference = oversized_conv(x, k_h, k_w, 'interpolate', 'direct')
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = oversized_conv(x, k_h, k_w, 'interpolate', 'matmul')
+    assert out.dtype == torch.bfloat16
+    assert ((out.float() - reference).norm() / reference.norm()) < 1e-2
+    out.float().sum().backward()
+    assert [t.grad.dtype for t in (x, k_h, k_w)] == [torch.float32] * 3
+    expected = torch.autograd.grad(reference.sum(), (x, k_h, k_w))
+    for actual, wanted in zip((x.grad, k_h.grad, k_w.grad), expected):
+        assert ((actual - wanted).norm() / wanted.norm()) < 2e-2
+
+
 def test_fft_sizes_are_smooth():
     assert [fft_size(n)
             for n in (1, 11, 13, 97, 111, 607)] == [1, 12, 14, 98, 112, 625]
 
 
-def test_automatic_choice_is_deterministic_and_by_shape():
-    # stage 1 of an 800x1216 detection input: Toeplitz GEMMs on a GPU and
-    # on the CPU (forward and training alike)
-    assert choose_impl((2, 64, 200, 304), 399, 607, 'cuda') == 'matmul'
-    assert choose_impl((2, 64, 200, 304), 399, 607, 'cuda',
-                       training=True) == 'matmul'
-    assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu') == 'matmul'
-    assert choose_impl((2, 64, 200, 304), 399, 607, 'cpu',
-                       training=True) == 'matmul'
-    # on the CPU the direct path keeps only the smallest maps
-    assert choose_impl((16, 64, 56, 56), 111, 111, 'cpu') == 'matmul'
-    assert choose_impl((16, 320, 14, 14), 27, 27, 'cpu',
-                       training=True) == 'matmul'
-    assert choose_impl((2, 320, 50, 76), 99, 151, 'cpu') == 'matmul'
-    assert choose_impl((2, 320, 50, 76), 99, 151, 'cuda') == 'matmul'
-    # its last stage: direct on a GPU, GEMMs on the CPU
-    assert choose_impl((2, 512, 25, 38), 49, 75, 'cuda') == 'direct'
-    assert choose_impl((2, 512, 25, 38), 49, 75, 'cpu') == 'matmul'
-    # the last stage at 224: direct everywhere
-    assert choose_impl((1, 512, 7, 7), 13, 13, 'cpu') == 'direct'
-    assert choose_impl((1, 512, 7, 7), 13, 13, 'cpu',
-                       training=True) == 'direct'
-    assert choose_impl((1, 512, 7, 7), 13, 13, 'cuda') == 'direct'
-    # fixed mode: the stored taps count, not the map
-    assert choose_impl((2, 512, 50, 76), 13, 13, 'cuda') == 'direct'
-    assert choose_impl((2, 512, 50, 76), 13, 13, 'cpu') == 'direct'
-    # an unknown device type behaves like the CPU
-    assert choose_impl((2, 64, 200, 304), 399, 607, 'mps') == 'matmul'
-
-
-@pytest.mark.parametrize('impl', ['direct', 'fft', 'matmul'])
-def test_choice_can_be_forced_from_the_config(impl, monkeypatch):
-    import mmparcnet.models.layers.oversized_conv as module
-    calls = []
-
-    def spy(name, original):
-
-        def wrapped(*args):
-            calls.append(name)
-            return original(*args)
-
-        return wrapped
-
-    monkeypatch.setattr(module._FFTCorrelation, 'apply',
-                        spy('fft', module._FFTCorrelation.apply))
-    monkeypatch.setattr(module, '_matmul', spy('matmul', module._matmul))
-    monkeypatch.setattr(module, '_direct', spy('direct', module._direct))
-    model = ParCNetV2(
-        dict(depths=[1, 1], dims=[8, 16]),
-        out_indices=(1, ),
-        oversized_conv_impl=impl)
-    model(torch.randn(1, 3, 64, 64))
-    assert calls == [impl, impl]
+def test_bad_mode_and_impl_raise():
+    x, k = torch.randn(1, 1, 3, 3), torch.randn(1, 1, 5, 1)
+    with pytest.raises(ValueError, match='kernel mode'):
+        oversized_conv(x, k, k.transpose(2, 3), mode='global')
+    with pytest.raises(ValueError, match='implementation'):
+        oversized_conv(x, k, k.transpose(2, 3), impl='cuda-magic')
 
 
 @pytest.mark.parametrize('mode,input_key,expected_key', [
@@ -194,7 +155,6 @@ def test_choice_can_be_forced_from_the_config(impl, monkeypatch):
 def test_backbone_with_fast_path_matches_reference(reference, reference_arch,
                                                    mode, input_key,
                                                    expected_key, fast):
-    from mmparcnet.checkpoint import load_state_into
     model = ParCNetV2(
         reference_arch,
         pretrain_size=64,

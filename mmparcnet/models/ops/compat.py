@@ -1,17 +1,17 @@
 """PyTorch calls outside its stable API, and PyTorch bugs worked around.
 
 Each entry says why it is used, and what happens where it is missing. Only
-fast paths (:mod:`.runtime`) call the private operators; the workarounds
-use public operators, so that the reference computation runs on every
-supported PyTorch with public operators only.
+fast implementations call the private operators; the workarounds use
+public operators, so that the plain computation runs on every supported
+PyTorch with public operators only.
 
 Private or unstable operators:
 
 - ``torch._C._nn.gelu_``: GELU in place. ``F.gelu`` has no in-place form,
   and on fresh intermediates a second map costs page faults on the CPU.
-- ``torch.ops.mkldnn._linear_pointwise``: oneDNN's GEMM,
-  the op Inductor emits for CPU linear layers; faster than MKL's on the
-  CPUs measured (:mod:`.fused_linear`). Missing in builds without oneDNN.
+- ``torch.ops.mkldnn._linear_pointwise``: oneDNN's GEMM, the op Inductor
+  emits for CPU linear layers (:mod:`.onednn`). Missing in builds without
+  oneDNN.
 - ``torch.ops.aten.gelu_backward.grad_input``: GELU's derivative written
   into a given tensor (:mod:`.gated_linear`'s blocks of rows).
 
@@ -24,8 +24,7 @@ Workarounds (probed once at import, on the CPU in float32):
   incoming gradient is laid out differently from the input: values of 1e30
   in float32. The spatial gate unit meets that case (GELU on channel-major
   planes, the gradient coming back in another layout), so training diverged
-  at the first step: :func:`stride_safe_gelu` (CPU only; the channel unit's
-  GELU input is never laid out so).
+  at the first step: :func:`gelu` (CPU only).
 """
 from typing import Optional
 
@@ -33,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .runtime import plain_ops_needed
+from . import context
 
 _GELU_IN_PLACE = getattr(torch._C._nn, 'gelu_', None)  # looked up once
 
@@ -113,10 +112,20 @@ class _StrideSafeGELU(torch.autograd.Function):
 
 
 def stride_safe_gelu(x: Tensor) -> Tensor:
-    """``F.gelu(x)``; where its backward is wrong for mismatched layouts
-    (see the module docstring) and autograd records, a function whose
-    backward is written out in public operators."""
-    if GELU_BACKWARD_IS_EXACT or x.device.type != 'cpu' or not (
-            torch.is_grad_enabled() and x.requires_grad) or plain_ops_needed():
+    """``F.gelu(x)`` with a backward written out in public operators (see
+    the module docstring), eagerly; ``F.gelu`` for tracers."""
+    if context.tracer():
         return F.gelu(x)
     return _StrideSafeGELU.apply(x)
+
+
+def _gelu_with_safe_backward(x: Tensor) -> Tensor:
+    if x.device.type != 'cpu' or not context.autograd_records(x):
+        return F.gelu(x)
+    return stride_safe_gelu(x)
+
+
+# ``F.gelu`` (exact); where its CPU backward is wrong for mismatched layouts
+# (see the module docstring), one whose backward is written out in public
+# operators wherever autograd records on the CPU. Decided once, at import.
+gelu = F.gelu if GELU_BACKWARD_IS_EXACT else _gelu_with_safe_backward

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .runtime import (autocast_dtype, autograd_records, fast_paths_enabled,
-                      plain_ops_needed)
-from .torch_ops import gelu_backward_into
+from . import context
+from .compat import gelu_backward_into
 
 ACTIVATIONS = (None, 'gelu')
 
@@ -92,30 +91,20 @@ class _GatedLinear(torch.autograd.Function):
         return grad_value, grad_gate, grad_weight, grad_bias, None, None
 
 
-def gated_linear_applies(*tensors: Tensor) -> bool:
-    """Whether :func:`gated_linear` should stand in for the plain ops on
-    ``tensors``: where autograd records them, the fast paths are on, and
-    neither an exporter, the JIT tracer nor ``torch.compile`` (which
-    partitions and recomputes on its own) needs to see plain ops."""
-    # first: compilers must not trace the queries below
-    if plain_ops_needed() or not fast_paths_enabled():
-        return False
-    return autograd_records(*tensors)
-
-
 def gated_linear(value: Tensor,
                  gate: Tensor,
                  weight: Tensor,
                  bias: Optional[Tensor] = None,
                  activation: Optional[str] = None,
-                 block_rows: Optional[int] = None) -> Tensor:
+                 block_rows: Optional[int] = None,
+                 dtype: Optional[torch.dtype] = None) -> Tensor:
     """``F.linear(value * act(gate), weight, bias)`` for (M, K) rows (any
     strides), keeping ``value`` and ``gate`` for the backward pass instead
     of the product (see the module docstring).
 
-    Under autocast everything is cast to the autocast type first, as
-    ``F.linear`` would cast the product and the weight; the product is
-    computed in the inputs' type, as in the plain ops.
+    Everything is cast to ``dtype`` first (under autocast its type, as
+    ``F.linear`` would cast the product and the weight); the product is
+    computed in that type, as in the plain ops.
 
     Args:
         value (Tensor): (M, K) values.
@@ -127,6 +116,9 @@ def gated_linear(value: Tensor,
         block_rows (int, optional): rows per pass, forward and backward,
             so that a block's intermediates stay in cache; None: all rows
             at once. Defaults to None.
+        dtype (torch.dtype, optional): the computation's type; None: the
+            type autocast would run ``value``'s products in. Defaults to
+            None.
 
     Returns:
         Tensor: (M, C_out).
@@ -134,7 +126,7 @@ def gated_linear(value: Tensor,
     if activation not in ACTIVATIONS:
         raise ValueError(f'unknown gate activation {activation!r}; expected '
                          f'one of {ACTIVATIONS}')
-    dtype = autocast_dtype(value)
+    dtype = dtype or context.autocast_dtype(value)
     value, gate, weight = (t.to(dtype) for t in (value, gate, weight))
     bias = None if bias is None else bias.to(dtype)
     return _GatedLinear.apply(value, gate, weight, bias, activation,

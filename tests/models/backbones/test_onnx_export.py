@@ -8,9 +8,8 @@ import torch
 
 from mmparcnet.checkpoint.loading import load_state_into
 from mmparcnet.models import ParCNetV2, ParCNetV2Classifier
-from mmparcnet.models.layers import oversized_conv as oversized_conv_module
-from mmparcnet.models.layers import pointwise, runtime
-from mmparcnet.models.layers.oversized_conv import oversized_conv
+from mmparcnet.models.ops import context
+from mmparcnet.models.ops.oversized import oversized_conv
 
 SMALL = dict(depths=[1, 1, 2, 1], dims=[8, 16, 24, 32])
 HAS_DYNAMO_EXPORTER = 'dynamo' in inspect.signature(
@@ -102,9 +101,8 @@ def test_matmul_formulation_equals_direct():
                 4, 1, 15, 1, dtype=torch.float64, requires_grad=True)
             k_w = torch.randn(
                 4, 1, 1, 15, dtype=torch.float64, requires_grad=True)
-            local = torch.randn(4, 1, 7, 7, dtype=torch.float64)
-            direct = oversized_conv(x, k_h, k_w, mode, 'direct', local)
-            matmul = oversized_conv(x, k_h, k_w, mode, 'matmul', local)
+            direct = oversized_conv(x, k_h, k_w, mode, 'direct')
+            matmul = oversized_conv(x, k_h, k_w, mode, 'matmul')
             torch.testing.assert_close(matmul, direct)
             grads = [
                 torch.autograd.grad(out.sum(), (x, k_h, k_w))
@@ -114,32 +112,10 @@ def test_matmul_formulation_equals_direct():
                 torch.testing.assert_close(b, a)
 
 
-def brute_force_toeplitz(kernel, size, centre):
-    channels, taps = kernel.shape
-    matrix = torch.zeros(channels, size, size, dtype=kernel.dtype)
-    for i in range(size):
-        for t in range(size):
-            if 0 <= t - i + centre < taps:
-                matrix[:, i, t] = kernel[:, t - i + centre]
-    return matrix
-
-
-@pytest.mark.parametrize('taps,size', [(7, 4), (7, 1), (3, 9), (15, 8),
-                                       (1, 3)])
-def test_exported_toeplitz_matrices_hold_the_taps_at_each_offset(taps, size):
-    kernel = torch.randn(3, taps)
-    for centre in {taps // 2, 0, taps - 1}:
-        window = oversized_conv_module._window(kernel, size, centre)
-        built = oversized_conv_module._toeplitz(window, size)
-        torch.testing.assert_close(
-            built, brute_force_toeplitz(kernel, size, centre), rtol=0, atol=0)
-
-
 @pytest.fixture
 def export_forms(monkeypatch):
     """The forms the layers take while exporting, run eagerly."""
-    for module in (runtime, pointwise, oversized_conv_module):
-        monkeypatch.setattr(module, 'is_exporting', lambda: True)
+    monkeypatch.setattr(context, 'exporting', lambda: True)
 
 
 @pytest.mark.parametrize('mode', ['interpolate', 'fixed'])
@@ -163,10 +139,11 @@ def test_export_forms_equal_the_plain_computation(monkeypatch):
     model = ParCNetV2(SMALL, pretrain_size=64).eval()
     # batch 2 and an odd size: the forms must not assume a batch of one
     x = torch.randn(2, 3, 45, 70)
-    with torch.no_grad(), runtime.fast_paths(False):
+    with torch.no_grad():
+        model.set_fast_paths(False)
         plain = model(x)
-        for module in (runtime, pointwise, oversized_conv_module):
-            monkeypatch.setattr(module, 'is_exporting', lambda: True)
+        model.set_fast_paths(True)
+        monkeypatch.setattr(context, 'exporting', lambda: True)
         exported = model(x)
     for a, b in zip(exported, plain):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)

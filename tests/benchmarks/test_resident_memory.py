@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from mmparcnet.tools import resident_memory
+from mmparcnet.benchmarks import resident_memory
 
 pytestmark = pytest.mark.skipif(
     resident_memory.unsupported_reason() is not None,
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.skipif(
 MEASURED = '''
 import json
 import torch
-from mmparcnet.tools.resident_memory import peak_mib
+from mmparcnet.benchmarks.resident_memory import peak_mib
 
 def two_blocks():
     first = torch.ones(16 * 2**20)  # 64 MiB

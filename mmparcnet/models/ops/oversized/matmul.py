@@ -1,0 +1,151 @@
+"""The oversized convolution as Toeplitz matrix products.
+
+Each 1-D correlation is a product with its Toeplitz matrix
+(:mod:`.toeplitz`): per channel ``T_h @ X @ T_w^T``, two batched GEMMs. That
+is H + W multiply-adds per output element, half the direct path's (which
+also multiplies the padding), and GEMMs run near the machine's peak where
+depthwise convolutions with long kernels do not.
+
+Eagerly the map is taken as channel-major planes (C, N, H, W), the layout
+the spatial gate unit hands over, so that both products are plain ``bmm``
+calls; a custom autograd function keeps the kernels for the backward pass
+and builds the matrices again, where autograd would keep the matrices (as
+large as the map itself at detection sizes). Tracers get the same products
+in plain operators. Exporters get :func:`exported_matmul`, which resizes
+the kernels in the graph and gathers the matrices by a computed index, so
+that the graph holds no operator whose shape depends on the input:
+convolutions with an input-sized kernel ("kernel of unknown shape") and FFTs
+have no ONNX export with dynamic sizes; matrix products, resizes and gathers
+do.
+"""
+from typing import Tuple
+
+import torch
+from torch import Tensor
+
+from .. import context
+from ..context import Context, traced_size
+from .resize import resize_1d
+from .toeplitz import gather_index, toeplitz
+
+
+def _by_plane(matrices: Tensor, planes: Tensor) -> Tensor:
+    """``matrices[c] @ planes[c, n]`` for (C, M, K) matrices and (C, N, K, W)
+    planes: (C, N, M, W)."""
+    if planes.shape[1] == 1:
+        return torch.bmm(matrices, planes[:, 0])[:, None]
+    return torch.matmul(matrices[:, None], planes)
+
+
+def toeplitz_product(planes: Tensor,
+                     k_h: Tensor,
+                     k_w: Tensor,
+                     gather: bool = False) -> Tuple[Tensor, Tensor]:
+    """``T_h @ X @ T_w^T`` on each channel-major plane (C, N, H, W) for
+    (C, K) kernels, with the horizontal pass ``X @ T_w^T`` (the backward
+    pass needs it); ``gather``: the matrices in the form for symbolic
+    sizes (:func:`.toeplitz.toeplitz`)."""
+    channels, batch, height, width = planes.shape
+    vertical = toeplitz(k_h, height, gather=gather)
+    horizontal = toeplitz(k_w, width, gather=gather)
+    # seen as (C, N * H, W) the horizontal pass is one bmm
+    across = torch.bmm(
+        planes.view(channels, batch * height, width),
+        horizontal.transpose(1, 2))
+    across = across.view(channels, batch, height, width)
+    return _by_plane(vertical, across), across
+
+
+class _ToeplitzProduct(torch.autograd.Function):
+    """:func:`toeplitz_product` keeping the kernels for the backward pass
+    instead of the Toeplitz matrices, which autograd would keep and which
+    are as large as the map itself at detection sizes (C(H^2 + W^2) against
+    CNHW elements); they are built again from the kernels, two small copies.
+    """
+
+    @staticmethod
+    def forward(ctx, planes, k_h, k_w):
+        out, across = toeplitz_product(planes, k_h, k_w)
+        ctx.save_for_backward(planes, across, k_h, k_w)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        planes, across, k_h, k_w = ctx.saved_tensors
+        needs_planes, needs_h, needs_w = ctx.needs_input_grad
+        channels, batch, height, width = planes.shape
+        grad = grad.contiguous()
+        with torch.enable_grad():
+            k_h = k_h.detach().requires_grad_(needs_h)
+            k_w = k_w.detach().requires_grad_(needs_w)
+            vertical = toeplitz(k_h, height)
+            horizontal = toeplitz(k_w, width)
+        # the matrices' gradients; the kernels' (each tap's sum over its
+        # diagonal) come from the backward of the views that built them
+        matrices, kernels, matrix_grads = [], [], []
+        if needs_h:  # sum over the batch of G_n @ A_n^T
+            matrices.append(vertical)
+            kernels.append(k_h)
+            matrix_grads.append(
+                sum(
+                    torch.bmm(grad[:, n], across[:, n].transpose(1, 2))
+                    for n in range(batch)))
+        grad_planes = None
+        if needs_planes or needs_w:
+            grad_across = _by_plane(vertical.detach().transpose(1, 2), grad)
+            grad_across = grad_across.view(channels, batch * height, width)
+            if needs_w:
+                matrices.append(horizontal)
+                kernels.append(k_w)
+                matrix_grads.append(
+                    torch.bmm(
+                        grad_across.transpose(1, 2),
+                        planes.view(channels, batch * height, width)))
+            if needs_planes:
+                grad_planes = torch.bmm(grad_across, horizontal.detach())
+                grad_planes = grad_planes.view(planes.shape)
+        kernel_grads = (
+            torch.autograd.grad(matrices, kernels, matrix_grads)
+            if matrices else ())
+        return (grad_planes, kernel_grads[0] if needs_h else None,
+                kernel_grads[-1] if needs_w else None)
+
+
+def matmul(x: Tensor, k_h: Tensor, k_w: Tensor, ctx: Context) -> Tensor:
+    """The correlation of (N, C, H, W) maps with kernels already fitted to
+    the map ((C, 1, K_h, 1), (C, 1, 1, K_w)), by Toeplitz products; the
+    result is an NCHW view of channel-major memory."""
+    # under autocast in its type, as autocast would run the products
+    dtype = ctx.dtype
+    k_h = k_h[:, 0, :, 0].to(dtype)
+    k_w = k_w[:, 0, 0, :].to(dtype)
+    # channel-major planes (C, N, H, W) (a copy unless x is laid out so)
+    planes = x.transpose(0, 1).to(dtype).contiguous()
+    if ctx.tracer:  # plain ops for them
+        out, _ = toeplitz_product(planes, k_h, k_w,
+                                  ctx.tracer == context.DYNAMO)
+    else:
+        with torch.autocast(ctx.device, enabled=False):
+            out = _ToeplitzProduct.apply(planes, k_h, k_w)
+    return out.transpose(0, 1)
+
+
+def exported_matmul(x: Tensor, k_h: Tensor, k_w: Tensor, mode: str) -> Tensor:
+    """The matmul path as exporters record it, from the stored kernels
+    (sizes may be symbolic): resized in the graph in interpolate mode."""
+    height = traced_size('height', lambda: x.shape[-2])
+    width = traced_size('width', lambda: x.shape[-1])
+    k_h, k_w = k_h[:, 0, :, 0], k_w[:, 0, 0, :]
+    spans_map = mode == 'interpolate'
+    if spans_map:
+        taps_h = traced_size('taps_h', lambda: 2 * height - 1)
+        taps_w = traced_size('taps_w', lambda: 2 * width - 1)
+        k_h, k_w = resize_1d(k_h, taps_h), resize_1d(k_w, taps_w)
+    index_h = traced_size('index_h', lambda: gather_index(height, x.device))
+    index_w = traced_size('index_w', lambda: gather_index(width, x.device))
+    vertical = toeplitz(k_h, height, spans_map, index=index_h)  # (C, H, H)
+    # X @ T_w^T, and T_w^T is the Toeplitz matrix of the reversed kernel
+    # (reversed after resizing: at one tap, resizing keeps the first)
+    across = toeplitz(k_w.flip(1), width, spans_map, index=index_w)
+    out = torch.matmul(vertical.to(x.dtype), x)
+    return torch.matmul(out, across.to(x.dtype))

@@ -1,0 +1,99 @@
+"""The gated projection that keeps its inputs rather than their product
+for the backward pass, against the plain ops."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmparcnet.models.ops.gated_linear import gated_linear
+
+
+def plain_gated_linear(value, gate, weight, bias, activation):
+    gate = F.gelu(gate) if activation == 'gelu' else gate
+    return F.linear(value * gate, weight, bias)
+
+
+def layouts(rows, width, generator):
+    """(value, gate) pairs as the gate units pass them: halves of one wider
+    tensor (the channel unit), transposed planes (the spatial unit)."""
+    wide = torch.randn(
+        rows, 2 * width, generator=generator, dtype=torch.float64)
+    planes = torch.randn(
+        2, width, rows, generator=generator, dtype=torch.float64)
+    return {
+        'halves': wide.chunk(2, dim=1),
+        'planes': (planes[0].t(), planes[1].t())
+    }
+
+
+@pytest.mark.parametrize('activation', [None, 'gelu'])
+@pytest.mark.parametrize('with_bias', [False, True])
+@pytest.mark.parametrize('layout', ['halves', 'planes'])
+@pytest.mark.parametrize('block_rows', [None, 5])  # 37 rows: 8 blocks
+def test_gated_linear_equals_the_plain_ops(activation, with_bias, layout,
+                                           block_rows):
+    generator = torch.Generator().manual_seed(0)
+    value, gate = layouts(37, 6, generator)[layout]
+    weight = torch.randn(5, 6, generator=generator, dtype=torch.float64)
+    bias = (
+        torch.randn(5, generator=generator, dtype=torch.float64)
+        if with_bias else None)
+    inputs = [
+        t.detach().clone().requires_grad_(True)
+        for t in (value, gate, weight) + ((bias, ) if with_bias else ())
+    ]
+    grad = torch.randn(37, 5, generator=generator, dtype=torch.float64)
+    results = []
+    for fn in (gated_linear, plain_gated_linear):
+        args = [t.detach().requires_grad_(True) for t in inputs]
+        out = fn(*args[:3], args[3] if with_bias else None, activation,
+                 *([block_rows] if fn is gated_linear else []))
+        out.backward(grad)
+        results.append([out] + [a.grad for a in args])
+    for actual, expected in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+    # value's and gate's gradients laid out as the rows are (channel-major
+    # planes stay so: no transposing copy later)
+    strides = (1, 37) if layout == 'planes' else (6, 1)
+    assert [g.stride() for g in results[0][1:3]] == [strides, strides]
+
+
+def test_gated_linear_computes_only_the_gradients_asked_for():
+    value = torch.randn(4, 3, requires_grad=True)
+    gate, weight = torch.randn(4, 3), torch.randn(2, 3)
+    gated_linear(value, gate, weight, activation='gelu').sum().backward()
+    expected = torch.ones(4, 2) @ weight * F.gelu(gate)
+    torch.testing.assert_close(value.grad, expected)
+
+
+def test_gated_linear_keeps_its_inputs_not_the_product():
+    value, gate, weight = (
+        torch.randn(64, 32, requires_grad=True) for _ in range(3))
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: kept.append(t.untyped_storage().data_ptr()) or t,
+            lambda t: t):
+        gated_linear(value, gate, weight, activation='gelu')
+    assert sorted(kept) == sorted(t.untyped_storage().data_ptr()
+                                  for t in (value, gate, weight))
+
+
+def test_gated_linear_under_bf16_autocast_computes_in_bf16():
+    generator = torch.Generator().manual_seed(0)
+    value, gate = torch.randn(2, 50, 16, generator=generator)
+    weight = torch.randn(8, 16, generator=generator, requires_grad=True)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = gated_linear(value, gate, weight, activation='gelu')
+    assert out.dtype == torch.bfloat16
+    expected = plain_gated_linear(value, gate, weight, None, 'gelu')
+    assert ((out.float() - expected).norm() / expected.norm()) < 1e-2
+    out.float().sum().backward()
+    assert weight.grad.dtype == torch.float32
+
+
+def test_gated_linear_rejects_an_unknown_activation():
+    with pytest.raises(ValueError, match="unknown gate activation 'relu'"):
+        gated_linear(
+            torch.ones(1, 1),
+            torch.ones(1, 1),
+            torch.ones(1, 1),
+            activation='relu')
