@@ -15,19 +15,23 @@ def read_version():
 
 
 def ship_configs():
-    """Copy configs/ into mmparcnet/.mim/configs, as the OpenMMLab toolboxes
-    ship theirs, so that an installed package finds them
-    (:mod:`mmparcnet.resources`; a checkout uses configs/ directly)."""
+    """Copy configs/ and model-index.yml into mmparcnet/.mim/, as the
+    OpenMMLab toolboxes ship theirs, so that an installed package finds its
+    configs (:mod:`mmparcnet.resources`; a checkout uses configs/ directly)
+    and ``mim search mmparcnet`` its model index."""
+    mim = osp.join(HERE, 'mmparcnet', '.mim')
     source = osp.join(HERE, 'configs')
-    target = osp.join(HERE, 'mmparcnet', '.mim', 'configs')
     if osp.isdir(source):  # else: building from an sdist, copied already
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(mim, ignore_errors=True)
         shutil.copytree(
-            source, target, ignore=shutil.ignore_patterns('__pycache__'))
+            source,
+            osp.join(mim, 'configs'),
+            ignore=shutil.ignore_patterns('__pycache__'))
+        shutil.copy(osp.join(HERE, 'model-index.yml'), mim)
     return [
         osp.relpath(path, osp.join(HERE, 'mmparcnet'))
         for pattern in ('*.py', '*.yml')
-        for path in glob.glob(osp.join(target, '**', pattern), recursive=True)
+        for path in glob.glob(osp.join(mim, '**', pattern), recursive=True)
     ]
 
 

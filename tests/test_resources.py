@@ -1,6 +1,9 @@
 """Configs are found from a checkout and from an installed package."""
+import os
 import os.path as osp
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -30,3 +33,59 @@ def test_missing_configs_are_named(tmp_path, monkeypatch):
     monkeypatch.setattr(resources, 'CANDIDATES', (str(tmp_path), ))
     with pytest.raises(FileNotFoundError, match='reinstall the package'):
         resources.config_path(TOY)
+
+
+def copy_of_the_sources(target):
+    """What a wheel is built from, without the checkout's build outputs."""
+    for name in ('setup.py', 'README.md', 'model-index.yml'):
+        shutil.copy(osp.join(REPO, name), str(target))
+    ignore = shutil.ignore_patterns('__pycache__', '.mim', '*.egg-info')
+    for name in ('configs', 'mmparcnet'):
+        shutil.copytree(
+            osp.join(REPO, name), str(target / name), ignore=ignore)
+
+
+@pytest.mark.requires('mim')
+def test_mim_search_finds_the_model_index_of_an_installed_wheel(tmp_path):
+    # a regular (not editable) install, in a target folder ahead of the
+    # checkout's editable one on the path
+    source, wheels, site = (
+        tmp_path / name for name in ('source', 'wheels', 'site'))
+    source.mkdir()
+    copy_of_the_sources(source)
+    pip = [sys.executable, '-m', 'pip', '--disable-pip-version-check', '-q']
+    subprocess.run(
+        pip + [
+            'wheel', '--no-deps', '--no-build-isolation', '-w',
+            str(wheels),
+            str(source)
+        ],
+        check=True)
+    wheel, = wheels.glob('mmparcnet-*.whl')
+    subprocess.run(
+        pip +
+        ['install', '--no-deps', '--target',
+         str(site), str(wheel)],
+        check=True)
+    env = dict(os.environ, PYTHONPATH=str(site))
+    where = subprocess.run([
+        sys.executable, '-c', 'from mim.utils import get_installed_path;'
+        'print(get_installed_path("mmparcnet"))'
+    ],
+                           env=env,
+                           cwd=str(tmp_path),
+                           capture_output=True,
+                           text=True,
+                           check=True).stdout.strip()
+    assert where == str(site / 'mmparcnet')
+    found = subprocess.run(
+        [sys.executable, '-m', 'mim', 'search', 'mmparcnet'],
+        env=env,
+        cwd=str(tmp_path),
+        capture_output=True,
+        text=True)
+    assert found.returncode == 0, found.stdout + found.stderr
+    for config in ('mask-rcnn_parcnetv2-t_fpn_amp-ms-crop-3x_coco',
+                   'upernet_parcnetv2-t_8xb2-amp-160k_ade20k-512x512',
+                   'parcnetv2-t_16xb128_in1k'):
+        assert config in found.stdout

@@ -167,3 +167,132 @@ def test_mmpretrain_constructor_leaves_final_norm_and_head_undecayed():
         pytest.approx(1e-3 * 0.5)
     assert lrs['backbone.norm3.weight'] == (pytest.approx(1e-3), 0.)
     assert lrs['head.fc.weight'] == (pytest.approx(1e-3), 0.05)
+
+
+def build_with(model, paramwise_cfg, optimizer=None):
+    return build_optim_wrapper(
+        model,
+        dict(
+            constructor='ParCNetV2LayerDecayOptimizerConstructor',
+            paramwise_cfg=dict(
+                decay_rate=0.95,
+                decay_type='layer_wise',
+                num_layers=7,
+                **paramwise_cfg),
+            optimizer=optimizer
+            or dict(type='AdamW', lr=1e-4, weight_decay=0.05)))
+
+
+def test_norm_decay_mult_decays_the_channel_norms_again():
+    model = Detector()
+    lrs = lr_of(build_with(model, dict(norm_decay_mult=1.)), model)
+    assert lrs['backbone.stages.2.7.norm1.weight'] == \
+        (pytest.approx(1e-4 * 0.95**3), 0.05)
+    assert lrs['backbone.norm3.weight'] == (pytest.approx(1e-4), 0.05)
+    # the other kinds keep the reference rule
+    assert lrs['backbone.stages.2.7.token_mixer.pwconv1.bias'][1] == 0.
+    assert lrs['backbone.stages.3.0.res_scale1.scale'][1] == 0.
+
+
+def test_bias_and_flat_multipliers_in_mmengine_precedence():
+    model = Detector()
+    lrs = lr_of(
+        build_with(model, dict(bias_decay_mult=0.5, bias_lr_mult=2.)), model)
+    # a conv bias: decayed at half, twice the depth's lr
+    assert lrs['backbone.stages.2.7.token_mixer.pwconv1.bias'] == \
+        (pytest.approx(2e-4 * 0.95**3), pytest.approx(0.025))
+    assert lrs['head.bias'] == (pytest.approx(2e-4), pytest.approx(0.025))
+    # norms come first: their decay stays 0, their lr the depth's
+    assert lrs['backbone.stages.2.7.norm1.weight'] == \
+        (pytest.approx(1e-4 * 0.95**3), 0.)
+    lrs = lr_of(build_with(model, dict(flat_decay_mult=1.)), model)
+    assert lrs['backbone.stages.3.0.res_scale1.scale'][1] == 0.05
+    assert lrs['backbone.stages.3.0.norm1.weight'][1] == 0.
+
+
+def test_dwconv_decay_mult_reaches_the_depthwise_convolutions():
+    model = Detector()
+    dwconvs = [
+        name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)
+        and m.groups == m.in_channels and m.groups > 1
+    ]
+    assert dwconvs  # the 7x7 convolutions of the spatial gate units
+    lrs = lr_of(build_with(model, dict(dwconv_decay_mult=0.1)), model)
+    for name in dwconvs:
+        assert lrs[f'{name}.weight'][1] == pytest.approx(0.005), name
+        if f'{name}.bias' in lrs:
+            assert lrs[f'{name}.bias'][1] == 0.  # a bias first
+    assert lrs['backbone.stages.3.0.mlp.fc1.weight'][1] == 0.05
+
+
+def test_custom_keys_multiply_the_depth_lr_and_set_the_decay():
+    model = Detector()
+    lrs = lr_of(
+        build_with(
+            model,
+            dict(
+                custom_keys={
+                    'head': dict(lr_mult=10., decay_mult=0.),
+                    'backbone.stages.3': dict(lr_mult=2.),
+                    # the longer key wins
+                    'backbone.stages.3.2': dict(lr_mult=3., decay_mult=0.5),
+                })),
+        model)
+    assert lrs['head.weight'] == (pytest.approx(1e-3), 0.)
+    assert lrs['head.bias'] == (pytest.approx(1e-3), 0.)
+    # custom keys skip the other rules: 1-D weights decayed at decay_mult
+    assert lrs['backbone.stages.3.0.norm1.weight'] == \
+        (pytest.approx(2e-4 * 0.95), 0.05)
+    assert lrs['backbone.stages.3.2.mlp.fc2.weight'] == \
+        (pytest.approx(3e-4 * 0.95), pytest.approx(0.025))
+    assert lrs['backbone.stages.2.7.mlp.fc1.weight'] == \
+        (pytest.approx(1e-4 * 0.95**3), 0.05)
+
+
+def test_unknown_paramwise_keys_are_refused():
+    # MMPretrain's name of the decay rate: applied by its constructor, not
+    # by this one; so is DCN's offset multiplier
+    for key in ('layer_decay_rate', 'dcn_offset_lr_mult'):
+        with pytest.raises(ValueError, match=key):
+            build_with(Detector(), {key: 0.5})
+
+
+def test_shared_parameters_need_bypass_duplicate():
+    model = Detector()
+    model.tied = nn.Linear(8, 2)
+    model.tied.weight = model.head.weight
+    with pytest.raises(ValueError, match='bypass_duplicate'):
+        build_with(model, {})
+    optim_wrapper = build_with(model, dict(bypass_duplicate=True))
+    params = [
+        p for g in optim_wrapper.optimizer.param_groups for p in g['params']
+    ]
+    assert sum(p is model.head.weight for p in params) == 1
+
+
+def test_an_optimizer_without_weight_decay():
+    model = Detector()
+    optim_wrapper = build_with(
+        model, {}, optimizer=dict(type='SGD', lr=0.1, momentum=0.9))
+    assert all(g['weight_decay'] == 0
+               for g in optim_wrapper.optimizer.param_groups)
+
+
+def test_mmengine_default_constructor_sees_the_channel_norms():
+    # DETR-family and Mask2Former recipes: norm_decay_mult=0 with the
+    # default constructor reaches every norm of the backbone
+    model = Detector()
+    optim_wrapper = build_optim_wrapper(
+        model,
+        dict(
+            paramwise_cfg=dict(norm_decay_mult=0.),
+            optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05)))
+    lrs = lr_of(optim_wrapper, model)
+    norms = [name for name in lrs if 'norm' in name.rsplit('.', 2)[-2]]
+    # per block two, per downsampling one or two, one per output
+    blocks = sum(len(stage) for stage in model.backbone.stages)
+    assert len(norms) == 2 * blocks + 4 + 4, norms
+    for name in norms:
+        assert lrs[name][1] == 0., name
+    others = [name for name in lrs if name not in norms]
+    assert all(lrs[name][1] == 0.05 for name in others)

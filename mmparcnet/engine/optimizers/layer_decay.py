@@ -18,20 +18,43 @@ configs carry over unchanged:
   backbone's own count is used;
 - weights of one dimension and biases get no weight decay.
 
-A backbone's ``get_layer_depth(name, prefix)`` / ``get_stage_depth(name,
-prefix)`` return ``(id, num_ids)``; its last id ``num_ids - 1`` marks the
-parameters it leaves undecayed, which keep the last id under a config's
-``num_layers``.
+mmengine's rules of ``DefaultOptimWrapperConstructor`` apply on top, with
+its meaning and precedence: ``custom_keys`` (``lr_mult`` multiplies the
+depth's lr, ``decay_mult`` sets the weight decay, the other rules skipped),
+``bias_lr_mult``, and the decay multipliers ``norm_decay_mult`` >
+``bias_decay_mult`` > ``dwconv_decay_mult`` > ``flat_decay_mult``. The
+reference rule above is their default: ``norm_decay_mult``,
+``bias_decay_mult`` and ``flat_decay_mult`` of 0, so a config that sets one
+of them to 1 decays that kind again. A key this constructor does not know
+is refused, never ignored.
 """
 import json
-from typing import List
+from typing import List, Tuple
 
 from mmengine.dist import get_dist_info
 from mmengine.logging import MMLogger
 from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.instancenorm import _InstanceNorm
 
 DECAY_TYPES = ('layer_wise', 'stage_wise')
+
+# the reference rule (biases and 1-D weights undecayed) in mmengine's terms
+REFERENCE_DECAY_MULTS = dict(
+    norm_decay_mult=0., bias_decay_mult=0., flat_decay_mult=0.)
+MMENGINE_KEYS = ('custom_keys', 'bias_lr_mult', 'norm_decay_mult',
+                 'bias_decay_mult', 'dwconv_decay_mult', 'flat_decay_mult',
+                 'bypass_duplicate')
+OWN_KEYS = ('decay_rate', 'decay_type', 'num_layers')
+NORMS = (_BatchNorm, _InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+
+
+def named_parameters_with_module(module: nn.Module):
+    """``(name, parameter, owning module)`` of every parameter, each once."""
+    for prefix, owner in module.named_modules():
+        for name, param in owner.named_parameters(recurse=False):
+            yield f'{prefix}.{name}' if prefix else name, param, owner
 
 
 class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
@@ -43,13 +66,20 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
             type='AmpOptimWrapper',
             constructor='ParCNetV2LayerDecayOptimizerConstructor',
             paramwise_cfg=dict(decay_rate=0.95, decay_type='layer_wise',
-                               num_layers=7),
+                               num_layers=7,
+                               custom_keys={'head': dict(lr_mult=10.)}),
             optimizer=dict(type='AdamW', lr=1e-4, weight_decay=0.05))
     """
 
     def add_params(self, params: List[dict], module: nn.Module,
                    **kwargs) -> None:
         cfg = self.paramwise_cfg
+        unknown = sorted(set(cfg) - set(OWN_KEYS) - set(MMENGINE_KEYS))
+        if unknown:
+            raise ValueError(
+                f'{type(self).__name__} does not apply paramwise_cfg '
+                f'{", ".join(map(repr, unknown))}; it applies '
+                f'{", ".join(OWN_KEYS + MMENGINE_KEYS)}')
         if 'decay_rate' not in cfg:
             raise ValueError('paramwise_cfg needs decay_rate for '
                              f'{type(self).__name__}')
@@ -69,10 +99,21 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         depth_of = getattr(backbone, method)
 
         num_layers = cfg.get('num_layers')
+        seen = set()
         groups = {}
-        for name, param in module.named_parameters():
+        for name, param, owner in named_parameters_with_module(module):
             if not param.requires_grad:
                 continue  # frozen stages
+            if id(param) in seen:
+                # shared between modules: one group only (named_modules
+                # lists a shared module once, a shared parameter not)
+                if cfg.get('bypass_duplicate', False):
+                    continue
+                raise ValueError(
+                    f'{name} is a parameter already seen under another '
+                    'name; set paramwise_cfg bypass_duplicate=True to '
+                    'optimise it once')
+            seen.add(id(param))
             layer_id, num_ids = depth_of(name, 'backbone.')
             if num_layers is not None:
                 # The backbone's last id is the one it does not decay (its
@@ -88,17 +129,20 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                         f'backbone: {name} has {decay_type} id {layer_id}; '
                         f'the backbone counts {num_ids - 2} layers')
                 num_ids = num_layers + 2
-            no_decay = param.ndim == 1 or name.endswith('.bias')
-            key = f'layer_{layer_id}_{"no_decay" if no_decay else "decay"}'
+            label, lr_mult, decay_mult, extra = self._rule_of(
+                name, param, owner)
+            key = f'layer_{layer_id}_{label}'
             if key not in groups:
                 scale = decay_rate**(num_ids - layer_id - 1)
                 groups[key] = dict(
                     params=[],
                     param_names=[],
-                    lr=self.base_lr * scale,
-                    lr_scale=scale,
-                    weight_decay=0. if no_decay else self.base_wd,
-                    group_name=key)
+                    lr=self.base_lr * scale * lr_mult,
+                    lr_scale=scale * lr_mult,
+                    group_name=key,
+                    **extra)
+                if self.base_wd is not None:
+                    groups[key]['weight_decay'] = self.base_wd * decay_mult
             groups[key]['params'].append(param)
             groups[key]['param_names'].append(name)
 
@@ -109,7 +153,7 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 dict(
                     lr=g['lr'],
                     lr_scale=g['lr_scale'],
-                    weight_decay=g['weight_decay'],
+                    weight_decay=g.get('weight_decay'),
                     params=len(g['params']))
                 for key, g in groups.items()
             }
@@ -117,3 +161,39 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 f'{type(self).__name__} ({decay_type}, decay {decay_rate}): '
                 f'{json.dumps(summary)}')
         params.extend(groups.values())
+
+    def _rule_of(self, name: str, param: nn.Parameter,
+                 owner: nn.Module) -> Tuple[str, float, float, dict]:
+        """``(label, lr_mult, decay_mult, other group settings)`` of one
+        parameter, by mmengine's rules and precedence."""
+        cfg = {**REFERENCE_DECAY_MULTS, **self.paramwise_cfg}
+        custom_keys = cfg.get('custom_keys', {})
+        # the longest matching key wins, ties alphabetically, as in mmengine
+        for key in sorted(sorted(custom_keys), key=len, reverse=True):
+            if key in name:
+                settings = dict(custom_keys[key])
+                lr_mult = settings.pop('lr_mult', 1.)
+                decay_mult = settings.pop('decay_mult', 1.)
+                return f'custom:{key}', lr_mult, decay_mult, settings
+        is_bias = name.rsplit('.', 1)[-1] == 'bias'
+        is_norm = isinstance(owner, NORMS)
+        lr_mult = 1.
+        if is_bias and not is_norm and cfg.get('bias_lr_mult') is not None:
+            lr_mult = cfg['bias_lr_mult']
+        is_dwconv = (
+            isinstance(owner, nn.Conv2d) and owner.in_channels == owner.groups)
+        decay_mult = 1.
+        for kind, applies in (('norm', is_norm), ('bias', is_bias),
+                              ('dwconv', is_dwconv), ('flat',
+                                                      param.ndim == 1)):
+            if applies and cfg.get(f'{kind}_decay_mult') is not None:
+                decay_mult = cfg[f'{kind}_decay_mult']
+                break
+        # one group per setting, not per rule: fewer groups, fewer kernels
+        label = {
+            0.: 'no_decay',
+            1.: 'decay'
+        }.get(decay_mult, f'decay_{decay_mult:g}')
+        if lr_mult != 1:
+            label += f'_lr_{lr_mult:g}'
+        return label, lr_mult, decay_mult, {}

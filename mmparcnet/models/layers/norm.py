@@ -9,7 +9,7 @@ from torch import Tensor
 from ..ops.compat import LAYER_NORM_IS_EXACT
 
 
-class ChannelNorm(nn.Module):
+class ChannelNorm(nn.LayerNorm):
     """ParCNetV2's channel norm ("LNG") on channels-last tensors.
 
     ``y = (x - mean) / max(||x - mean||_2, eps) * weight``: a scale-only
@@ -20,6 +20,11 @@ class ChannelNorm(nn.Module):
     ``max`` (the two differ only where the centred vector is shorter than
     ``eps``). Where that call is not exact on constant vectors (PyTorch 2.1,
     :data:`~..ops.compat.LAYER_NORM_IS_EXACT`), the formula is written out.
+
+    It is an ``nn.LayerNorm`` without bias (its one parameter is ``weight``,
+    as in the published checkpoints), so that what recognises norms by
+    class sees it as one: mmengine's optimizer constructors
+    (``norm_decay_mult``), ``init_cfg`` rules for ``layer='LayerNorm'``.
 
     Args:
         channels (int): number of channels (the last dimension).
@@ -34,9 +39,7 @@ class ChannelNorm(nn.Module):
                  channels: int,
                  eps: float = 1e-6,
                  fused: Optional[bool] = None):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.eps = eps
+        super().__init__(channels, eps=eps, bias=False)
         self.fused = LAYER_NORM_IS_EXACT if fused is None else fused
 
     def forward(self, x: Tensor) -> Tensor:
