@@ -127,7 +127,9 @@ def test_out_indices_and_gap():
     model = ParCNetV2(SMALL, out_indices=3, gap_before_final_norm=True)
     (pooled, ) = model(torch.randn(2, 3, 64, 64))
     assert pooled.shape == (2, 32)
+    # a LayerNorm with bias, not the (bias-free) channel norm
     assert isinstance(model.norm3, torch.nn.LayerNorm)
+    assert model.norm3.bias is not None
     assert not hasattr(model, 'norm0')
 
 
