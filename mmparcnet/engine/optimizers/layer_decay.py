@@ -18,6 +18,11 @@ configs carry over unchanged:
   backbone's own count is used;
 - weights of one dimension and biases get no weight decay.
 
+A backbone's ``get_layer_depth(name, prefix)`` / ``get_stage_depth(name,
+prefix)`` return ``(id, num_ids)``; its last id ``num_ids - 1`` marks the
+parameters it leaves undecayed, which keep the last id under a config's
+``num_layers``.
+
 mmengine's rules of ``DefaultOptimWrapperConstructor`` apply on top, with
 its meaning and precedence: ``custom_keys`` (``lr_mult`` multiplies the
 depth's lr, ``decay_mult`` sets the weight decay, the other rules skipped),
@@ -99,6 +104,10 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
         depth_of = getattr(backbone, method)
 
         num_layers = cfg.get('num_layers')
+        rules = {**REFERENCE_DECAY_MULTS, **cfg}
+        # the longest matching key wins, ties alphabetically, as in mmengine
+        custom_keys = sorted(
+            sorted(cfg.get('custom_keys', {})), key=len, reverse=True)
         seen = set()
         groups = {}
         for name, param, owner in named_parameters_with_module(module):
@@ -130,7 +139,7 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                         f'the backbone counts {num_ids - 2} layers')
                 num_ids = num_layers + 2
             label, lr_mult, decay_mult, extra = self._rule_of(
-                name, param, owner)
+                name, param, owner, rules, custom_keys)
             key = f'layer_{layer_id}_{label}'
             if key not in groups:
                 scale = decay_rate**(num_ids - layer_id - 1)
@@ -162,16 +171,15 @@ class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
                 f'{json.dumps(summary)}')
         params.extend(groups.values())
 
-    def _rule_of(self, name: str, param: nn.Parameter,
-                 owner: nn.Module) -> Tuple[str, float, float, dict]:
+    @staticmethod
+    def _rule_of(name: str, param: nn.Parameter, owner: nn.Module, cfg: dict,
+                 custom_keys: List[str]) -> Tuple[str, float, float, dict]:
         """``(label, lr_mult, decay_mult, other group settings)`` of one
-        parameter, by mmengine's rules and precedence."""
-        cfg = {**REFERENCE_DECAY_MULTS, **self.paramwise_cfg}
-        custom_keys = cfg.get('custom_keys', {})
-        # the longest matching key wins, ties alphabetically, as in mmengine
-        for key in sorted(sorted(custom_keys), key=len, reverse=True):
+        parameter, by mmengine's rules and precedence; ``custom_keys`` in
+        the order they are tried."""
+        for key in custom_keys:
             if key in name:
-                settings = dict(custom_keys[key])
+                settings = dict(cfg['custom_keys'][key])
                 lr_mult = settings.pop('lr_mult', 1.)
                 decay_mult = settings.pop('decay_mult', 1.)
                 return f'custom:{key}', lr_mult, decay_mult, settings
