@@ -171,7 +171,8 @@ pip_install -c "$pins" "$wheel_dir"/mmcv-"$mmcv_version"-*.whl \
   "$(pin pytest)" "$(pin hypothesis)" \
   $(for tool in flake8 isort yapf codespell; do pinned $tool && pin $tool; done)
 # other packages may have moved setuptools again; mmengine's `mmdet::` config
-# inheritance needs pkg_resources, which setuptools >= 82 no longer has
+# inheritance needs pkg_resources, which setuptools >= 82 no longer has; from
+# 80.9 on every import of it prints a UserWarning (mim, the demo): < 80.9
 pip_install "$(pin setuptools)"
 
 "$py" - <<'CHECK'

@@ -85,6 +85,8 @@ def test_mim_search_finds_the_model_index_of_an_installed_wheel(tmp_path):
         capture_output=True,
         text=True)
     assert found.returncode == 0, found.stdout + found.stderr
+    # mim imports pkg_resources; setuptools >= 80.9 warns on every import
+    assert 'pkg_resources is deprecated' not in found.stderr, found.stderr
     for config in ('mask-rcnn_parcnetv2-t_fpn_amp-ms-crop-3x_coco',
                    'upernet_parcnetv2-t_8xb2-amp-160k_ade20k-512x512',
                    'parcnetv2-t_16xb128_in1k'):

@@ -155,7 +155,7 @@ def to_backbone_keys(
     state: Dict[str, Tensor],
     model: nn.Module,
     target: Optional[Dict[str, Tensor]] = None
-) -> Tuple[Dict[str, Tensor], List[str]]:
+) -> Tuple[Dict[str, Tensor], List[str], List[str]]:
     """Map a trunk state dict to ``model``'s key names (:func:`openmmlab_key`
     without the ``backbone.`` prefix).
 
@@ -167,21 +167,22 @@ def to_backbone_keys(
     from the model's is set aside too.
 
     Returns:
-        The mapped dict, and the names that were set aside with the reason.
+        The mapped dict; the names set aside by design (a classifier's head
+        and pooled LayerNorm, which a dense backbone has no place for), with
+        no reason, and the names set aside for a mismatch, with the reason.
     """
     target = model.state_dict() if target is None else target
     gap = getattr(model, 'gap_before_final_norm', False)
     num_stages = getattr(model, 'num_stages', 4)
-    mapped, set_aside = OrderedDict(), []
+    mapped, by_design, set_aside = OrderedDict(), [], []
     for key, value in state.items():
         name = openmmlab_key(key, num_stages)
         if not name.startswith('backbone.'):
-            set_aside.append(f'{key} (classifier head)')
+            by_design.append(key)
             continue
         name = name[len('backbone.'):]
         if key in CLASSIFIER_NORM and not (gap and name in target):
-            set_aside.append(f'{key} (classifier LayerNorm; this '
-                             f'backbone has channel norms on its outputs)')
+            by_design.append(key)
             continue
         mapped[name] = value
     # an output norm with a bias is a LayerNorm (pooled output), one without
@@ -194,10 +195,13 @@ def to_backbone_keys(
                 and source_is_layernorm != target_is_layernorm):
             key = match.group(0)
             mapped.pop(key)
-            kind = 'LayerNorm' if source_is_layernorm else 'channel norm'
-            set_aside.append(f'{key} (a {kind}, not the kind of this '
-                             f'backbone\'s norm{index})')
-    return mapped, set_aside
+            if source_is_layernorm:
+                # a classifier's pooled norm (an OpenMMLab classifier)
+                by_design.append(key)
+            else:
+                set_aside.append(f'{key} (a channel norm, not the kind of '
+                                 f'this backbone\'s pooled norm{index})')
+    return mapped, by_design, set_aside
 
 
 def check_shapes(state: Dict[str, Tensor],
@@ -230,7 +234,7 @@ def load_state_into(model: nn.Module,
     first so that any other mismatch is reported by name before loading).
     """
     target = model.state_dict()
-    mapped, set_aside = to_backbone_keys(state, model, target)
+    mapped, by_design, set_aside = to_backbone_keys(state, model, target)
     if hasattr(model, 'resize_stored_kernels'):
         model.resize_stored_kernels(mapped)
     check_shapes(mapped, model, target)
@@ -242,6 +246,18 @@ def load_state_into(model: nn.Module,
     _log(f'loaded {len(mapped) - len(unexpected)} tensors into '
          f'{type(model).__name__} from {source}' +
          (f' ({layout} layout)' if layout else ''))
+    if by_design:
+        # the hand-over from pretraining to fine-tuning: the reference
+        # loads classifiers non-strictly the same way
+        fresh = [key for key in missing if _STAGE_NORM_KEY.match(key)]
+        missing = [key for key in missing if key not in fresh]
+        what = ('head' if getattr(model, 'gap_before_final_norm', False) else
+                'head and pooled LayerNorm')
+        _log(f'{source} is a classifier: {", ".join(by_design)} (its '
+             f'{what}) are not part of this backbone' +
+             (f', whose output channel norms ({", ".join(fresh)}) start at '
+              'their initial scale of 1' if fresh else '') +
+             '; this is how a pretrained classifier is fine-tuned')
     if set_aside:
         _log('not loaded: ' + '; '.join(set_aside), logging.WARNING)
     if unexpected:

@@ -68,6 +68,87 @@ def test_published_classifier_into_dense_backbone_reports_by_name(
         torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
 
 
+@pytest.fixture
+def log_records():
+    """The records mmengine's current logger emits, with their levels."""
+    import logging
+
+    from mmengine.logging import MMLogger
+
+    class Keep(logging.Handler):
+
+        def __init__(self):
+            super().__init__(logging.DEBUG)
+            self.records = []
+
+        def emit(self, record):
+            self.records.append(record)
+
+    logger = MMLogger.get_current_instance()
+    keep = Keep()
+    logger.addHandler(keep)
+    yield keep.records
+    logger.removeHandler(keep)
+
+
+def _lines(records, level):
+    import logging
+    return [
+        r.getMessage() for r in records
+        if r.levelno == getattr(logging, level)
+    ]
+
+
+@pytest.mark.parametrize('layout', ['classification', 'openmmlab'])
+def test_classifier_hand_over_is_one_info_line_not_a_warning(
+        reference, reference_arch, tmp_path, log_records, layout):
+    # the hand-over a fine-tuning run makes (the demo's, the paper's): a
+    # classifier's head and pooled LayerNorm have no place in a dense
+    # backbone, whose output norms start at 1; by design, so one info line
+    if layout == 'classification':
+        state = reference['official_cls_checkpoint']
+    else:  # an mmpretrain classifier's own checkpoint
+        classifier = ParCNetV2(
+            reference_arch, out_indices=(3, ), gap_before_final_norm=True)
+        state = {
+            'state_dict': {
+                'backbone.' + k: v
+                for k, v in classifier.state_dict().items()
+            }
+        }
+        state['state_dict']['head.fc.weight'] = torch.zeros(10, 64)
+    file = tmp_path / 'classifier.pth'
+    torch.save(state, file)
+    dense_model(
+        reference_arch, init_cfg=dict(type='Pretrained',
+                                      checkpoint=str(file))).init_weights()
+    assert _lines(log_records, 'WARNING') == []
+    hand_over = [
+        line for line in _lines(log_records, 'INFO')
+        if 'is a classifier' in line
+    ]
+    assert len(hand_over) == 1, _lines(log_records, 'INFO')
+    expected = (['head.weight', 'head.bias', 'norm.weight', 'norm.bias'] if
+                layout == 'classification' else ['norm3.weight', 'norm3.bias'])
+    for name in expected + [f'norm{i}.weight' for i in range(4)]:
+        assert name in hand_over[0], name
+
+
+def test_a_dense_checkpoint_without_an_output_norm_still_warns(
+        reference_arch, tmp_path, log_records):
+    state = ParCNetV2(reference_arch).state_dict()
+    del state['norm2.weight']
+    file = tmp_path / 'dense.pth'
+    torch.save(state, file)
+    dense_model(
+        reference_arch, init_cfg=dict(type='Pretrained',
+                                      checkpoint=str(file))).init_weights()
+    warnings = _lines(log_records, 'WARNING')
+    assert len(warnings) == 1 and 'norm2.weight' in warnings[0], warnings
+    assert not any('is a classifier' in line
+                   for line in _lines(log_records, 'INFO'))
+
+
 def test_timm_wrappers_and_module_prefix(reference, reference_arch, tmp_path):
     state = reference['official_det_state_dict']
     wrapped = {

@@ -84,3 +84,23 @@ def test_image_smaller_than_the_network_stride():
     for size in (3, 7, 17, 31):
         feats = model(torch.randn(1, 3, size, size))
         assert feats[-1].shape[-2:] == (1, 1)
+
+
+@pytest.mark.parametrize('gap', [False, True])
+@pytest.mark.parametrize('fast_paths', [True, False])
+@pytest.mark.parametrize('training', [False, True])
+def test_an_empty_batch_gives_empty_outputs_of_a_batch_s_shape(
+        gap, fast_paths, training):
+    # an empty batch (a caller that filtered every image out, say):
+    # the outputs are what one image's would be, with no rows
+    model = ParCNetV2(
+        SMALL,
+        out_indices=(3, ) if gap else (0, 1, 2, 3),
+        gap_before_final_norm=gap,
+        fast_paths=fast_paths).train(training)
+    one = model(torch.randn(1, 3, 61, 90))
+    empty = model(torch.randn(0, 3, 61, 90))
+    assert len(empty) == len(one)
+    for e, o in zip(empty, one):
+        assert e.shape == (0, ) + o.shape[1:]
+        assert e.dtype == o.dtype
