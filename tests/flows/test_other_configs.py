@@ -1,7 +1,10 @@
 """ParCNetV2 in configs of other projects: the toolboxes' own base configs
 with only the ``custom_imports`` line and a ParCNetV2 backbone (default
 ``init_cfg``, so from scratch), trained with ``mim train`` on zero-padded
-batches of several sizes.
+batches of several sizes. The families: two-stage and one-stage detectors
+(Mask R-CNN, RetinaNet, RTMDet), a DETR-like one with deformable attention
+(Deformable DETR), segmentors with UperNet, DeepLabV3+ and SegFormer heads,
+and an MMPretrain classifier.
 
 Every iteration's loss and gradient norm must be finite and of ordinary
 size, and the backbone's weights must move. With zero conv biases (the
@@ -60,30 +63,10 @@ val_dataloader = None
 val_cfg = None
 """
 
-CONFIGS = {
-    'retinanet':
-    ('mmdet', 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', (1, 2, 3), """
-FIT_MODEL = dict(neck=dict(in_channels=[32, 48, 64]),
-                 bbox_head=dict(num_classes=3))
-""" + COCO.replace('WITH_MASK', 'False')),
-    'mask_rcnn': ('mmdet', 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
-                  (0, 1, 2, 3), """
-FIT_MODEL = dict(neck=dict(in_channels=[16, 32, 48, 64]),
-                 roi_head=dict(bbox_head=dict(num_classes=3),
-                               mask_head=dict(num_classes=3)))
-""" + COCO.replace('WITH_MASK', 'True')),
-    'upernet': ('mmsegmentation',
-                'mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py',
-                (0, 1, 2, 3), """
+ADE20K = """
 norm_cfg = dict(type='BN', requires_grad=True)
-FIT_MODEL = dict(
-    pretrained=None,
-    # batches of several sizes, zero-padded to the largest
-    data_preprocessor=dict(size=None, size_divisor=32),
-    decode_head=dict(in_channels=[16, 32, 48, 64], channels=32,
-                     num_classes=4, norm_cfg=norm_cfg),
-    auxiliary_head=dict(in_channels=48, channels=16, num_classes=4,
-                        norm_cfg=norm_cfg))
+# batches of several sizes, zero-padded to the largest
+PAD_TO_LARGEST = dict(size=None, size_divisor=32)
 train_pipeline = [
     dict(type='LoadImageFromFile'),
     dict(type='LoadAnnotations'),
@@ -107,7 +90,74 @@ test_evaluator = None
 test_dataloader = None
 test_cfg = None
 default_hooks = dict(checkpoint=dict(interval=100))
+"""
+
+CONFIGS = {
+    'retinanet':
+    ('mmdet', 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', (1, 2, 3), """
+FIT_MODEL = dict(neck=dict(in_channels=[32, 48, 64]),
+                 bbox_head=dict(num_classes=3))
+""" + COCO.replace('WITH_MASK', 'False')),
+    'mask_rcnn': ('mmdet', 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
+                  (0, 1, 2, 3), """
+FIT_MODEL = dict(neck=dict(in_channels=[16, 32, 48, 64]),
+                 roi_head=dict(bbox_head=dict(num_classes=3),
+                               mask_head=dict(num_classes=3)))
+""" + COCO.replace('WITH_MASK', 'True')),
+    'upernet': ('mmsegmentation',
+                'mmseg::upernet/upernet_r50_4xb2-40k_cityscapes-512x1024.py',
+                (0, 1, 2, 3), ADE20K + """
+FIT_MODEL = dict(
+    pretrained=None,
+    data_preprocessor=PAD_TO_LARGEST,
+    decode_head=dict(in_channels=[16, 32, 48, 64], channels=32,
+                     num_classes=4, norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=48, channels=16, num_classes=4,
+                        norm_cfg=norm_cfg))
 """),
+    # DeepLabV3+: the last stage into ASPP, the first as the low-level
+    # features (c1_in_channels); the auxiliary FCN head on stage 3
+    'deeplabv3plus': ('mmsegmentation', 'mmseg::deeplabv3plus/'
+                      'deeplabv3plus_r50-d8_4xb4-80k_ade20k-512x512.py',
+                      (0, 1, 2, 3), ADE20K + """
+FIT_MODEL = dict(
+    pretrained=None,
+    data_preprocessor=PAD_TO_LARGEST,
+    decode_head=dict(in_channels=64, in_index=3, channels=32,
+                     c1_in_channels=16, c1_channels=8, num_classes=4,
+                     norm_cfg=norm_cfg),
+    auxiliary_head=dict(in_channels=48, in_index=2, channels=16,
+                        num_classes=4, norm_cfg=norm_cfg))
+"""),
+    # the SegFormer head (an all-MLP decoder) on the four stages
+    'segformer':
+    ('mmsegmentation', 'mmseg::segformer/segformer_mit-b0_8xb2-160k_ade20k-'
+     '512x512.py', (0, 1, 2, 3), ADE20K + """
+FIT_MODEL = dict(
+    pretrained=None,
+    data_preprocessor=PAD_TO_LARGEST,
+    decode_head=dict(in_channels=[16, 32, 48, 64], channels=32,
+                     num_classes=4))
+"""),
+    # a DETR-like detector with deformable attention; no padding to a
+    # multiple, so the backbone sees odd sizes
+    'deformable_detr': ('mmdet', 'mmdet::deformable_detr/'
+                        'deformable-detr_r50_16xb2-50e_coco.py', (1, 2, 3), """
+FIT_MODEL = dict(data_preprocessor=dict(pad_size_divisor=1),
+                 neck=dict(in_channels=[32, 48, 64]),
+                 bbox_head=dict(num_classes=3))
+""" + COCO.replace('WITH_MASK', 'False')),
+    # a one-stage detector with three outputs and its own PAFPN neck, on
+    # changing sizes; that neck concatenates upsampled maps with the
+    # backbone's, which match only for sizes divisible by 32 (RTMDet's own
+    # pipeline pads every image to 640x640): with any backbone the config
+    # needs pad_size_divisor=32 for other pipelines
+    'rtmdet':
+    ('mmdet', 'mmdet::rtmdet/rtmdet_tiny_8xb32-300e_coco.py', (1, 2, 3), """
+FIT_MODEL = dict(data_preprocessor=dict(pad_size_divisor=32),
+                 neck=dict(in_channels=[32, 48, 64]),
+                 bbox_head=dict(num_classes=3))
+""" + COCO.replace('WITH_MASK', 'False')),
     'classifier':
     ('mmpretrain', 'mmpretrain::resnet/resnet18_8xb32_in1k.py', (3, ), """
 FIT_BACKBONE = dict(gap_before_final_norm=True)
@@ -146,9 +196,15 @@ def test_toolbox_base_config_trains_from_the_default_init(workspace, name):
     # the fitting lines define FIT_MODEL first: a second `model = ` in the
     # same file would replace the first, not merge with it
     two_lines = TWO_LINES.replace('OUT_INDICES', repr(out_indices))
-    # MMSegmentation's base sets clip_grad=None, which a dict cannot update
-    instruments = INSTRUMENTS.replace(
-        'CLIP_DELETE', '_delete_=True,' if name == 'upernet' else '')
+    # a base that sets clip_grad=None (MMSegmentation's schedules) cannot be
+    # updated by a dict, only replaced
+    from mmengine.config import Config
+    only_base = workspace / f'{name}_base.py'
+    only_base.write_text(f'_base_ = {base!r}\n')
+    clip_is_none = Config.fromfile(str(only_base)).optim_wrapper.get(
+        'clip_grad', 'absent') is None
+    instruments = INSTRUMENTS.replace('CLIP_DELETE',
+                                      '_delete_=True,' if clip_is_none else '')
     config.write_text(f'_base_ = {base!r}\nFIT_BACKBONE = dict()\n' + fit +
                       two_lines + instruments)
     work_dir = workspace / 'work_dirs' / name

@@ -104,3 +104,34 @@ def test_infer_draws_predictions(tmp_path):
     picture = np.asarray(Image.open(written[0]))
     assert picture.shape[:2] == np.asarray(Image.open(image)).shape[:2]
     assert picture.std() > 0
+
+
+def test_toolbox_get_flops_counts_the_toeplitz_products_without_padding():
+    # MMPretrain's get_flops gives 4.187 G for ParCNetV2-T at 224, the
+    # README (and the paper) 4.29 G: the same counter (mmengine's
+    # FlopAnalyzer), on two computations. The paper counts the direct
+    # oversized convolution, 2H-1 (2W-1) taps per output, most of them on
+    # zero padding; the Toeplitz GEMM the default model runs on small maps
+    # multiplies only the H (W) taps that meet the map. So per oversized
+    # convolution of C channels on an H x W map the two counts differ by
+    # C*H*W*(H-1) vertically and C*H*W*(W-1) horizontally, by hand:
+    from mmparcnet.analysis import count_macs
+    from mmparcnet.models.classifier import ParCNetV2Classifier
+    from mmparcnet.models.layers.geometry import stage_map_sizes
+    counted = {
+        impl:
+        count_macs(
+            ParCNetV2Classifier('xt', oversized_conv_impl=impl),
+            (1, 3, 224, 224))
+        for impl in ('direct', 'matmul')
+    }
+    model = ParCNetV2Classifier('xt').backbone
+    padding_products = 0
+    for stage, size in zip(model.stages, stage_map_sizes(224)):
+        for block in stage:
+            channels = block.token_mixer.dwconv1.conv_h.weight.shape[0]
+            padding_products += channels * size * size * 2 * (size - 1)
+    assert counted['direct'] - counted['matmul'] == padding_products
+    # the default picks the Toeplitz form by map size: in between
+    default = count_macs(ParCNetV2Classifier('xt'), (1, 3, 224, 224))
+    assert counted['matmul'] <= default <= counted['direct']
