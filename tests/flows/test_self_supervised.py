@@ -54,8 +54,10 @@ train_pipeline = [
     # it: written again here, the collate dict has none
     collate_fn=dict(_delete_=True, type='default_collate'),""")
 
+PROBE_BASE = ('mmpretrain::mocov2/benchmarks/'
+              'resnet50_8xb32-linear-steplr-100e_in1k.py')
 PROBE = f"""
-_base_ = 'mmpretrain::mocov2/benchmarks/resnet50_8xb32-linear-steplr-100e_in1k.py'
+_base_ = {PROBE_BASE!r}
 custom_imports = dict(imports=['mmparcnet'], allow_failed_imports=False)
 model = dict(
     backbone=dict(_delete_=True, type='ParCNetV2', arch={ARCH},
