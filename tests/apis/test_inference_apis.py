@@ -99,11 +99,12 @@ def run(toolbox, tmp_path):
     path = tmp_path / 'report.json'
     script = SCRIPTS[toolbox] + (
         '\nwith open(sys.argv[1], "w") as f:\n    json.dump(report, f)\n')
-    result = subprocess.run([sys.executable, '-c', script, str(path)],
-                            capture_output=True,
-                            text=True,
-                            cwd=REPO,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, '-c', script, str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert path.exists(), (result.stdout + result.stderr)[-4000:]
     return json.loads(path.read_text())

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..layers import (ChannelNorm, Downsample, ParCNetV2Block, Stage, Stem,
                       stored_kernel_lengths)
-from ..layers.geometry import min_input_size, stage_map_sizes
+from ..layers.geometry import min_input_size
 from ..ops.oversized import resize_kernel
 
 # The reference initialisation, except that conv biases are not all zero
@@ -185,7 +185,8 @@ class ParCNetV2(BaseModule):
                             res_scale=i in self.res_scale_stages,
                             fast_paths=fast_paths) for j in range(depth)
                     ],
-                    with_cp=with_cp))
+                    with_cp=with_cp,
+                    fast_paths=fast_paths))
 
         for i in self.out_indices:
             norm = (
@@ -333,8 +334,6 @@ class ParCNetV2(BaseModule):
             raise ValueError(
                 f'ParCNetV2 needs inputs of at least {smallest}x{smallest} '
                 f'pixels, got {x.shape[2]}x{x.shape[3]}')
-        if x.shape[0] == 0:
-            return self._empty_outputs(x)
         outs = []
         for i in range(self.num_stages):
             x = self.stages[i](self.downsample_layers[i](x))
@@ -350,16 +349,6 @@ class ParCNetV2(BaseModule):
                     # RoI heads would see scrambled features
                     outs.append(norm(x).permute(0, 3, 1, 2).contiguous())
         return tuple(outs)
-
-    def _empty_outputs(self, x: Tensor) -> Tuple[Tensor, ...]:
-        """The outputs of an empty batch, shaped as a batch's would be
-        (the layers' GEMMs cannot lay out zero rows)."""
-        height, width = (
-            stage_map_sizes(size, self.num_stages) for size in x.shape[2:])
-        return tuple(
-            x.new_zeros((0, self.dims[i]) if self.gap_before_final_norm else (
-                0, self.dims[i], height[i], width[i]))
-            for i in self.out_indices)
 
     def set_fast_paths(self, enabled: Optional[bool] = None) -> None:
         """Choose again how every layer is computed: False, the plain

@@ -51,7 +51,7 @@ def planes_by_gemm(conv: nn.Conv2d, x: Tensor) -> Tensor:
         planes = torch.mm(weight, rows.t())
     else:
         planes = torch.addmm(conv.bias[:, None], weight, rows.t())
-    return planes.view(-1, batch, height, width).transpose(0, 1)
+    return planes.view(planes.shape[0], batch, height, width).transpose(0, 1)
 
 
 def planes_by_onednn(conv: nn.Conv2d, x: Tensor) -> Tensor:
@@ -63,7 +63,7 @@ def planes_by_onednn(conv: nn.Conv2d, x: Tensor) -> Tensor:
         conv.weight.flatten(1), x.reshape(-1, channels), None)
     if conv.bias is not None:
         planes.add_(conv.bias[:, None])
-    return planes.view(-1, batch, height, width).transpose(0, 1)
+    return planes.view(planes.shape[0], batch, height, width).transpose(0, 1)
 
 
 def _as_rows(planes: Tensor) -> Tensor:
@@ -79,7 +79,7 @@ def gated_rows(conv: nn.Conv2d, mixed: Tensor, gate: Tensor,
     batch, _, height, width = mixed.shape
     out = F.linear(
         _as_rows(mixed) * _as_rows(gate), conv.weight.flatten(1), conv.bias)
-    return out.view(batch, height, width, -1)
+    return out.view(batch, height, width, out.shape[-1])
 
 
 def gated_rows_in_place(conv: nn.Conv2d, mixed: Tensor, gate: Tensor,
@@ -89,7 +89,7 @@ def gated_rows_in_place(conv: nn.Conv2d, mixed: Tensor, gate: Tensor,
     batch, _, height, width = mixed.shape
     rows = _as_rows(mixed).mul_(_as_rows(gate))
     out = F.linear(rows, conv.weight.flatten(1), conv.bias)
-    return out.view(batch, height, width, -1)
+    return out.view(batch, height, width, out.shape[-1])
 
 
 def gated_rows_keeping_less(conv: nn.Conv2d, mixed: Tensor, gate: Tensor,
@@ -103,7 +103,7 @@ def gated_rows_keeping_less(conv: nn.Conv2d, mixed: Tensor, gate: Tensor,
         conv.weight.flatten(1),
         conv.bias,
         dtype=ctx.dtype)
-    return out.view(batch, height, width, -1)
+    return out.view(batch, height, width, out.shape[-1])
 
 
 def oversized_plus_local(unit: nn.Module, value: Tensor) -> Tensor:
@@ -248,7 +248,7 @@ def channel_keeping_less(unit: nn.Module, ctx: Context, x: Tensor) -> Tensor:
         activation='gelu',
         block_rows=CPU_BLOCK_ROWS if ctx.device == 'cpu' else None,
         dtype=ctx.dtype)
-    return out.view(*x.shape[:-1], -1)
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def channel_onednn(unit: nn.Module,
@@ -268,7 +268,7 @@ def channel_onednn(unit: nn.Module,
         for start in range(0, rows.shape[0], step):
             out[start:start + step] = _onednn_rows(rows[start:start + step],
                                                    unit.fc1, unit.fc2)
-    return out.view(*x.shape[:-1], -1)
+    return out.view(*x.shape[:-1], out.shape[-1])
 
 
 def _onednn_rows(rows: Tensor, fc1: nn.Linear, fc2: nn.Linear) -> Tensor:

@@ -104,3 +104,11 @@ def test_an_empty_batch_gives_empty_outputs_of_a_batch_s_shape(
     for e, o in zip(empty, one):
         assert e.shape == (0, ) + o.shape[1:]
         assert e.dtype == o.dtype
+    if training:
+        # computed by the layers, not made up: every parameter is in the
+        # graph and gets a gradient (zero), as distributed training's
+        # gradient reduction expects of every rank
+        sum(e.sum() for e in empty).backward()
+        used = [p for p in model.parameters() if p.requires_grad]
+        assert all(p.grad is not None for p in used)
+        assert all(not p.grad.any() for p in used)

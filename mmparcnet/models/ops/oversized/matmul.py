@@ -86,10 +86,13 @@ class _ToeplitzProduct(torch.autograd.Function):
         if needs_h:  # sum over the batch of G_n @ A_n^T
             matrices.append(vertical)
             kernels.append(k_h)
+            products = [
+                torch.bmm(grad[:, n], across[:, n].transpose(1, 2))
+                for n in range(batch)
+            ]
             matrix_grads.append(
-                sum(
-                    torch.bmm(grad[:, n], across[:, n].transpose(1, 2))
-                    for n in range(batch)))
+                sum(products[1:], products[0]) if products else torch.
+                zeros_like(vertical))
         grad_planes = None
         if needs_planes or needs_w:
             grad_across = _by_plane(vertical.detach().transpose(1, 2), grad)
