@@ -6,6 +6,7 @@ import torch.utils.checkpoint as cp
 from torch import Tensor
 
 from ..ops.context import shared_sizes
+from ..ops.registry import choose
 from .gate_units import ChannelBGU, SpatialBGU
 from .norm import ChannelNorm
 from .residual import DropPath, ResScale
@@ -66,13 +67,27 @@ class Stage(nn.Sequential):
         with_cp (bool): gradient checkpointing on every block (while
             autograd records the input), saving memory at the cost of
             speed. Defaults to False.
+        fast_paths (bool, optional): whether fast implementations may run;
+            None: the process-wide switch. Defaults to None.
     """
 
-    def __init__(self, *blocks: nn.Module, with_cp: bool = False):
+    def __init__(self,
+                 *blocks: nn.Module,
+                 with_cp: bool = False,
+                 fast_paths: Optional[bool] = None):
         super().__init__(*blocks)
         self.with_cp = with_cp
+        self.set_fast_paths(fast_paths)
+
+    def set_fast_paths(self, enabled: Optional[bool] = None) -> None:
+        """Choose how the stage's residual stream is computed (None: the
+        process-wide switch)."""
+        self.compute = choose('stage', type(self).plain_forward, enabled)
 
     def forward(self, x: Tensor) -> Tensor:
+        return self.compute(self, x)
+
+    def plain_forward(self, x: Tensor) -> Tensor:
         if self.with_cp and x.requires_grad:
             for block in self:
                 x = cp.checkpoint(block, x, use_reentrant=False)
@@ -80,4 +95,6 @@ class Stage(nn.Sequential):
         # exporting: the blocks share the sizes' nodes
         with shared_sizes(
                 batch=x.shape[0], height=x.shape[1], width=x.shape[2]):
-            return super().forward(x)
+            for block in self:
+                x = block(x)
+            return x

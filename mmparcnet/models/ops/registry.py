@@ -40,6 +40,7 @@ from .oversized import IMPLEMENTATIONS, KERNEL_MODES, correlate, fit_kernels
 from .oversized.direct import direct
 from .oversized.fft import fft
 from .oversized.matmul import exported_matmul, matmul
+from .stage import stage_triton
 
 
 class Implementation(NamedTuple):
@@ -97,6 +98,12 @@ def eager_cuda(ctx, *_) -> bool:
     return not ctx.tracer and ctx.device == 'cuda'
 
 
+def eager_cuda_unchecked(ctx, stage, x: Tensor) -> bool:
+    """Eager on a CUDA device, the blocks not each checkpointed (which a
+    stage-wide computation would undo)."""
+    return eager_cuda(ctx) and not (stage.with_cp and x.requires_grad)
+
+
 # The most input positions (batch x height x width) whose downsampling reads
 # NCHW planes on the CPU (:mod:`.downsampling`; docs/speed.md).
 PLANES_MAX_POSITIONS = 1024
@@ -137,6 +144,11 @@ OPERATIONS: Dict[str, Tuple[Implementation, ...]] = {
         Implementation('gated projection keeping less', channel_keeping_less,
                        eager_training),
     ),
+    'stage': (Implementation(
+        'Triton residual sums and channel norms',
+        stage_triton,
+        eager_cuda_unchecked,
+        offered=triton_kernels.enabled), ),
     'downsample': (Implementation('from contiguous NCHW planes',
                                   downsample_from_planes, small_cpu_map), ),
 }

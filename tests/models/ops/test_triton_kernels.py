@@ -47,6 +47,103 @@ CHECK_GELU_GATE = textwrap.dedent('''
     print('ok')
 ''')
 
+# the residual sum and channel norm against float64; stream and branch of
+# one type, and the autocast mix (a float32 stream, half-precision branch
+# and norm); rows that are no multiple of the backward's block of rows
+CHECK_RESIDUAL_NORM = textwrap.dedent('''
+    import torch
+    from mmparcnet.models.ops.triton import INTERPRETING
+    from mmparcnet.models.ops.triton.residual_norm import (
+        residual_norm, residual_norm_reference)
+    assert INTERPRETING
+    device = DEVICE
+    generator = torch.Generator().manual_seed(0)
+    half = torch.float16
+    cases = ((torch.float32, torch.float32, torch.float32, 2e-6),
+             (half, half, half, 3e-3), (torch.float32, half, half, 3e-3))
+
+    def rand(*shape, low=None):
+        t = torch.randn(*shape, generator=generator)
+        return t if low is None else t.abs() + low
+
+    for stream_type, branch_type, norm_type, tolerance in cases:
+        for shape in ((37, 26), (2, 5, 7, 320), (130, 64), (1, 3)):
+            for with_scale in (False, True):
+                channels = shape[-1]
+                inputs = [rand(*shape), rand(*shape),
+                          rand(channels, low=0.5), rand(channels, low=0.5)]
+                upstream = [rand(*shape), rand(*shape)]
+                used = [0, 1, 2, 3] if with_scale else [0, 1, 3]
+                exact = [t.double().requires_grad_() for t in inputs]
+                want = residual_norm_reference(
+                    exact[0], exact[1], exact[2] if with_scale else None,
+                    exact[3], 1e-6, torch.float64)
+                want += torch.autograd.grad(
+                    want, [exact[i] for i in used],
+                    [u.double() for u in upstream])
+                types = [stream_type, branch_type, torch.float32,
+                         torch.float32]
+                leaves = [t.to(device, d).requires_grad_()
+                          for t, d in zip(inputs, types)]
+                got = residual_norm(leaves[0], leaves[1],
+                                    leaves[2] if with_scale else None,
+                                    leaves[3], 1e-6, norm_type)
+                assert got[0].dtype == torch.promote_types(
+                    stream_type, branch_type)
+                assert got[1].dtype == norm_type
+                grads = torch.autograd.grad(
+                    got, [leaves[i] for i in used],
+                    [upstream[0].to(device, got[0].dtype),
+                     upstream[1].to(device, norm_type)])
+                assert [g.dtype for g in grads] == [types[i] for i in used]
+                rows = got[0].numel() // channels
+                for index, (g, w) in enumerate(zip(got + grads, want)):
+                    scale = max(1., w.abs().max().item())
+                    if w.dim() == 1:  # a sum over the rows
+                        scale *= rows**0.5
+                    error = (g.double().cpu() - w).abs().max().item()
+                    assert error <= tolerance * scale, (
+                        stream_type, branch_type, shape, with_scale, index,
+                        error)
+    if device == 'cuda':  # the registration: schema, fake tensors, autograd
+        from mmparcnet.models.ops.triton.residual_norm import (
+            residual_norm_forward)
+        x, b, s, w = (torch.randn(3, 8, device=device, requires_grad=True)
+                      for _ in range(4))
+        torch.library.opcheck(residual_norm_forward,
+                              (x, b, s, w, 1e-6, torch.float32))
+    print('ok')
+''')
+
+# a stage's fused residual stream through the kernels, against its plain
+# forward, float32
+CHECK_STAGE = textwrap.dedent('''
+    import torch
+    from mmparcnet.models.layers.block import ParCNetV2Block, Stage
+    from mmparcnet.models.ops.context import call_context
+    from mmparcnet.models.ops.stage import stage_triton
+    from mmparcnet.models.ops.triton import INTERPRETING
+    assert INTERPRETING
+    device = DEVICE
+    torch.manual_seed(0)
+    stage = Stage(*[ParCNetV2Block(16, 11, res_scale=True, fast_paths=False)
+                    for _ in range(2)]).to(device)
+    with torch.no_grad():
+        for name, param in stage.named_parameters():
+            if name.endswith(('norm1.weight', 'norm2.weight', '.scale')):
+                param.uniform_(0.5, 1.5)
+    x = torch.randn(2, 6, 7, 16, device=device, requires_grad=True)
+    params = [x, *stage.parameters()]
+    fused = stage_triton(stage, call_context(x, module=stage), x)
+    grads = torch.autograd.grad(fused.square().sum(), params)
+    plain = stage.plain_forward(x)
+    expected = torch.autograd.grad(plain.square().sum(), params)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    print('ok')
+''')
+
 
 def run_checked(code: str, device: str, interpret: bool):
     env = dict(os.environ, TRITON_INTERPRET='1' if interpret else '0')
@@ -82,3 +179,52 @@ def test_gelu_gate_on_the_cpu_is_its_reference():
     assert torch.autograd.gradcheck(gelu_gate, (hidden, ))
     # the registration: schema, fake tensors, autograd, torch.compile
     torch.library.opcheck(gelu_gate, (hidden.float(), ))
+
+
+def test_residual_norm_kernels_under_the_interpreter():
+    run_checked(CHECK_RESIDUAL_NORM, 'cpu', interpret=True)
+
+
+def test_a_stage_through_the_residual_norm_kernels_under_the_interpreter():
+    run_checked(CHECK_STAGE, 'cpu', interpret=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_residual_norm_kernels_on_cuda():
+    run_checked(
+        CHECK_RESIDUAL_NORM.replace('assert INTERPRETING', ''),
+        'cuda',
+        interpret=False)
+    run_checked(
+        CHECK_STAGE.replace('assert INTERPRETING', ''),
+        'cuda',
+        interpret=False)
+
+
+@pytest.mark.parametrize('with_scale', [False, True])
+def test_residual_norm_on_the_cpu_is_its_reference(with_scale):
+    from mmparcnet.models.layers.norm import ChannelNorm
+    from mmparcnet.models.ops.triton.residual_norm import (
+        residual_norm, residual_norm_forward)
+    torch.manual_seed(0)
+    x, branch = (
+        torch.randn(2, 3, 5, 26, dtype=torch.float64, requires_grad=True)
+        for _ in range(2))
+    weight = (torch.rand(26, dtype=torch.float64) + 0.5).requires_grad_()
+    scale = ((torch.rand(26, dtype=torch.float64) +
+              0.5).requires_grad_() if with_scale else None)
+    updated, normed = residual_norm(x, branch, scale, weight, 1e-6)
+    expected = (x if scale is None else x * scale) + branch
+    norm = ChannelNorm(26).double()
+    norm.weight.data.copy_(weight.detach())
+    torch.testing.assert_close(updated, expected)
+    torch.testing.assert_close(normed, norm.plain_forward(expected))
+    inputs = (x, branch, weight) + ((scale, ) if with_scale else ())
+    assert torch.autograd.gradcheck(
+        lambda x, b, w, *s: residual_norm(x, b, s[0]
+                                          if s else None, w, 1e-6), inputs)
+    # the registration: schema, fake tensors, autograd, torch.compile
+    torch.library.opcheck(
+        residual_norm_forward,
+        tuple(t.detach().float() if t is not None else None
+              for t in (x, branch, scale, weight)) + (1e-6, torch.float32))
