@@ -95,3 +95,25 @@ class RecordTrainingHook(Hook):
                     losses=self.losses,
                     grad_norms=self.grad_norms,
                     moved=moved), file)
+
+
+@HOOKS.register_module()
+class RecordBackboneInputsHook(Hook):
+    """Write ``work_dir/backbone_inputs.json``: the shape of every input the
+    backbone gets while testing (under a test-time-augmentation wrapper,
+    the wrapped model's)."""
+
+    def before_test(self, runner):
+        model = runner.model
+        while not hasattr(model, 'backbone'):  # TTA and DDP wrappers
+            model = model.module
+        self.shapes = []
+        self.handle = model.backbone.register_forward_pre_hook(
+            lambda module, args: self.shapes.append(list(args[0].shape)))
+
+    def after_test(self, runner):
+        import json
+        self.handle.remove()
+        with open(osp.join(runner.work_dir, 'backbone_inputs.json'),
+                  'w') as file:
+            json.dump(self.shapes, file)

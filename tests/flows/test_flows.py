@@ -1,5 +1,6 @@
 """The flows users run: ``mim train`` then ``mim test`` (the toolboxes' own
 tools and evaluation) on every config family, on generated data."""
+import json
 import os
 import os.path as osp
 import re
@@ -13,6 +14,7 @@ from . import toy_configs
 pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg', 'mmpretrain')
 
 MIM = osp.join(osp.dirname(sys.executable), 'mim')
+HERE = osp.dirname(osp.abspath(__file__))  # flow_hooks.py, for the jobs
 
 
 @pytest.fixture(scope='module')
@@ -24,7 +26,10 @@ def workspace(tmp_path_factory):
 
 
 def mim(args, cwd):
-    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED='1',
+        PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
     result = subprocess.run(
         [MIM] + args,
         cwd=cwd,
@@ -105,3 +110,109 @@ def test_segmentor_trains_in_bfloat16_on_the_cpu(workspace):
     ]
     assert len(losses) == 6
     assert all(loss == loss and loss < float('inf') for loss in losses)
+
+
+# the shapes the backbone gets while testing, recorded by a hook
+RECORD_INPUTS = """
+custom_imports = dict(imports=['mmparcnet', 'flow_hooks'],
+                      allow_failed_imports=False)
+custom_hooks = [dict(type='RecordBackboneInputsHook')]
+"""
+
+# RetinaNet's own test-time augmentation, which its MMDetection config
+# includes (MMDetection's TTA merges boxes only, so not Mask R-CNN's
+# masks): three scales and a flip, here at toy sizes
+# the toy classes, and a threshold that a toy epoch's scores pass (a
+# second `model = ` in one file would replace the first)
+RETINANET = toy_configs.OTHER_PROJECT.replace(
+    'neck=dict(in_channels=[32, 48, 64]))',
+    'neck=dict(in_channels=[32, 48, 64]),\n'
+    '    bbox_head=dict(num_classes=3), test_cfg=dict(score_thr=0.0))')
+RETINANET_TTA = """
+_base_ = './retinanet.py'
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='TestTimeAug', transforms=[
+        [dict(type='Resize', scale=s, keep_ratio=True)
+         for s in [(128, 160), (64, 80), (192, 240)]],
+        [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+        [dict(type='LoadAnnotations', with_bbox=True)],
+        [dict(type='PackDetInputs',
+              meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape',
+                         'scale_factor', 'flip', 'flip_direction'))]])
+]
+""" + RECORD_INPUTS
+
+
+def trained(workspace, name, toolbox, text):
+    """The last checkpoint of a toy config, trained here if not yet."""
+    config = workspace / f'{name}.py'
+    work_dir = workspace / 'work_dirs' / name
+    if not (work_dir / 'last_checkpoint').exists():
+        config.write_text(text)
+        mim(['train', toolbox,
+             str(config), '--work-dir',
+             str(work_dir)], workspace)
+    with open(work_dir / 'last_checkpoint') as file:
+        return file.read().strip()
+
+
+def tested(workspace, name, toolbox, text, checkpoint, *options):
+    """``mim test`` of a config (with the input-recording hook) and the
+    shapes its backbone got."""
+    config = workspace / f'{name}.py'
+    config.write_text(text)
+    work_dir = workspace / 'work_dirs' / name
+    log = mim([
+        'test', toolbox,
+        str(config), '--checkpoint', checkpoint, '--work-dir',
+        str(work_dir), *options
+    ], workspace)
+    with open(work_dir / 'backbone_inputs.json') as file:
+        return log, json.load(file)
+
+
+def test_detector_test_time_augmentation(workspace):
+    """``tools/test.py --tta`` of a detector whose TTA MMDetection has
+    (RetinaNet): every image at three scales, each also flipped, merged by
+    MMDetection's DetTTAModel and evaluated by its COCO metric."""
+    assert 'num_classes=3' in RETINANET  # the replacement above found
+    checkpoint = trained(workspace, 'retinanet', 'mmdet', RETINANET)
+    _, plain = tested(workspace, 'retinanet_plain', 'mmdet',
+                      "_base_ = './retinanet.py'\n" + RECORD_INPUTS,
+                      checkpoint)
+    log, views = tested(workspace, 'retinanet_tta', 'mmdet', RETINANET_TTA,
+                        checkpoint, '--tta')
+    assert 'DetTTAModel' in log
+    line = next(x for x in log.splitlines() if 'coco/bbox_mAP: ' in x)
+    print(f'RetinaNet --tta: {line.strip()}')
+    assert float(re.search(r'coco/bbox_mAP: (-?[0-9.]+)', line).group(1)) >= 0
+    # six views of each batch, at three sizes (padded to multiples of 32)
+    assert len(views) == 6 * len(plain)
+    assert sum(v[0] for v in views) == 6 * sum(p[0] for p in plain)
+    sizes = {tuple(v[2:]) for v in views}
+    assert len(sizes) >= 3, sizes
+    assert min(sizes) < min(tuple(p[2:]) for p in plain) < max(sizes)
+
+
+def test_segmentor_test_time_augmentation(workspace):
+    """``tools/test.py --tta`` of the UperNet config: the ADE20K base's six
+    ratios, each also flipped, sliding windows within each, merged by
+    MMSegmentation's SegTTAModel and evaluated by its IoU metric."""
+    checkpoint = trained(workspace, 'upernet', 'mmsegmentation',
+                         toy_configs.UPERNET)
+    _, plain = tested(workspace, 'upernet_plain', 'mmsegmentation',
+                      "_base_ = './upernet.py'\n" + RECORD_INPUTS, checkpoint)
+    log, views = tested(workspace, 'upernet_tta', 'mmsegmentation',
+                        "_base_ = './upernet.py'\n" + RECORD_INPUTS,
+                        checkpoint, '--tta')
+    assert 'SegTTAModel' in log
+    line = next(x for x in log.splitlines() if 'mIoU: ' in x)
+    print(f'UperNet --tta: {line.strip()}')
+    # at least a window per view: 6 ratios x 2 flips of each image; views
+    # smaller than the 64x64 window give the backbone smaller inputs
+    images = len(plain) and sum(p[0] for p in plain)
+    assert sum(v[0] for v in views) >= 12 * images > 0
+    assert len({tuple(v[2:])
+                for v in views}) > len({tuple(p[2:])
+                                        for p in plain})
