@@ -7,6 +7,8 @@ the final LayerNorm as ``backbone.norm{last}``. Files are written
 atomically (a temporary file in the same folder, then a rename), never
 over an existing file unless asked, and read back to check every tensor.
 """
+import hashlib
+import io
 import os
 import os.path as osp
 import tempfile
@@ -35,6 +37,12 @@ def save_atomically(obj: Any, dst: str, overwrite: bool = False) -> None:
     Raises:
         FileExistsError: ``dst`` exists and ``overwrite`` is False.
     """
+    _write_atomically(lambda file: torch.save(obj, file), dst, overwrite)
+
+
+def _write_atomically(write, dst: str, overwrite: bool) -> str:
+    """``write(file)`` into a temporary file beside ``dst``, then rename;
+    returns the absolute ``dst``."""
     dst = osp.abspath(osp.expanduser(dst))
     if osp.exists(dst) and not overwrite:
         raise FileExistsError(f'{dst} exists; pass overwrite=True '
@@ -45,7 +53,7 @@ def save_atomically(obj: Any, dst: str, overwrite: bool = False) -> None:
         prefix='.' + osp.basename(dst) + '.', suffix='.tmp', dir=folder)
     try:
         with os.fdopen(fd, 'wb') as file:
-            torch.save(obj, file)
+            write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, dst)
@@ -53,6 +61,7 @@ def save_atomically(obj: Any, dst: str, overwrite: bool = False) -> None:
         if osp.exists(tmp):
             os.remove(tmp)
         raise
+    return dst
 
 
 def _check_written(dst: str, state: Dict[str, torch.Tensor]) -> None:
@@ -109,12 +118,65 @@ def resave_checkpoint(src: str,
     ``HistoryBuffer`` entries need ``builtins.getattr``. Reading such a file
     runs its pickled code, so ``trust_source`` must be set explicitly.
     """
+    save_atomically(_read_checkpoint(src, trust_source), dst, overwrite)
+    load_checkpoint_file(dst)  # must now load safely
+
+
+def _read_checkpoint(src: str, trust_source: bool) -> Dict[str, Any]:
     try:
-        checkpoint = load_checkpoint_file(src)
+        return load_checkpoint_file(src)
     except CheckpointError:
         if not trust_source:
             raise
-        checkpoint = torch.load(
+        return torch.load(
             osp.expanduser(src), map_location='cpu', weights_only=False)
-    save_atomically(checkpoint, dst, overwrite)
-    load_checkpoint_file(dst)  # must now load safely
+
+
+PUBLISHED_KEYS = ('meta', 'state_dict')
+
+
+def publish_checkpoint(src: str,
+                       dst: str,
+                       overwrite: bool = False,
+                       trust_source: bool = False) -> str:
+    """Write a training checkpoint for release, as OpenMMLab's
+    ``publish_model.py`` does: only its ``meta`` and ``state_dict`` (no
+    optimizer, schedulers or message hub), named ``<dst>-<sha256[:8]>.pth``.
+
+    The toolboxes' own ``publish_model.py`` reads the checkpoint with a
+    plain ``torch.load``, which PyTorch >= 2.6 refuses for every mmengine
+    checkpoint (its message hub's ``HistoryBuffer`` is no allowed global).
+    This reads it as mmparcnet reads checkpoints (:mod:`.safe_io`), and
+    the file it writes holds tensors and plain data only: a plain
+    ``torch.load`` reads it, without mmparcnet imported.
+
+    Args:
+        src (str): an mmengine checkpoint (``epoch_36.pth``).
+        dst (str): the name to publish under, before the hash
+            (``parcnetv2-t_mask-rcnn.pth``).
+        overwrite (bool): replace an existing file. Defaults to False.
+        trust_source (bool): allow reading ``src`` with
+            ``weights_only=False`` where the safe reading refuses it.
+            Defaults to False.
+
+    Returns:
+        str: the path written.
+    """
+    checkpoint = _read_checkpoint(src, trust_source)
+    if not isinstance(checkpoint, dict) or 'state_dict' not in checkpoint:
+        raise CheckpointError(
+            f'{src} has no state_dict: not a training checkpoint of '
+            f'mmengine (publish the file itself)')
+    published = {k: checkpoint[k] for k in PUBLISHED_KEYS if k in checkpoint}
+    buffer = io.BytesIO()
+    torch.save(published, buffer)
+    data = buffer.getvalue()
+    stem = dst[:-len('.pth')] if dst.endswith('.pth') else dst
+    final = f'{stem}-{hashlib.sha256(data).hexdigest()[:8]}.pth'
+    final = _write_atomically(lambda file: file.write(data), final, overwrite)
+    written = load_checkpoint_file(final)
+    if list(written) != list(published) or list(written['state_dict']) != list(
+            published['state_dict']):
+        raise CheckpointError(f'{final} was written but reads back '
+                              f'different')
+    return final

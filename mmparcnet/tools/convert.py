@@ -10,11 +10,18 @@ Examples::
     # HistoryBuffers need builtins.getattr: re-save it once so that it
     # loads with weights_only=True (runs the old file's pickle: trust it)
     mmparcnet-convert --resave --trust-source epoch_12.pth epoch_12_safe.pth
+
+    # a training checkpoint for release (what the toolboxes'
+    # publish_model.py does, which torch >= 2.6 stops at its torch.load):
+    # meta and state_dict only, as parcnetv2-t_mask-rcnn-<sha256[:8]>.pth
+    mmparcnet-convert --publish epoch_36.pth parcnetv2-t_mask-rcnn.pth
 """
 import argparse
 import sys
 
-from mmparcnet.checkpoint.convert import convert_checkpoint, resave_checkpoint
+from mmparcnet.checkpoint.convert import (convert_checkpoint,
+                                          publish_checkpoint,
+                                          resave_checkpoint)
 from mmparcnet.checkpoint.safe_io import CheckpointError
 
 
@@ -40,10 +47,17 @@ def parse_args(argv=None):
         help='write src again unchanged, so that it loads with '
         'weights_only=True (for mmengine checkpoints)')
     parser.add_argument(
+        '--publish',
+        action='store_true',
+        help='write the meta and state_dict of a training checkpoint as '
+        'DST without .pth, a dash, the first 8 digits of its sha256 and '
+        '.pth (as the toolboxes\' publish_model.py)')
+    parser.add_argument(
         '--trust-source',
         action='store_true',
-        help='with --resave: allow reading src with weights_only=False '
-        '(this runs code in src; only for files you trust)')
+        help='with --resave or --publish: allow reading src with '
+        'weights_only=False (this runs code in src; only for files you '
+        'trust)')
     return parser.parse_args(argv)
 
 
@@ -51,6 +65,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     import mmparcnet  # noqa: F401  (safe HistoryBuffer pickling for --resave)
     try:
+        if args.resave and args.publish:
+            raise CheckpointError('--resave and --publish exclude each '
+                                  'other: choose one')
+        if args.publish:
+            final = publish_checkpoint(args.src, args.dst, args.force,
+                                       args.trust_source)
+            print(f'wrote {final} (meta and state_dict; loads with a plain '
+                  f'torch.load)')
+            return 0
         if args.resave:
             resave_checkpoint(args.src, args.dst, args.force,
                               args.trust_source)

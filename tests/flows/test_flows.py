@@ -175,9 +175,18 @@ def tested(workspace, name, toolbox, text, checkpoint, *options):
 def test_detector_test_time_augmentation(workspace):
     """``tools/test.py --tta`` of a detector whose TTA MMDetection has
     (RetinaNet): every image at three scales, each also flipped, merged by
-    MMDetection's DetTTAModel and evaluated by its COCO metric."""
+    MMDetection's DetTTAModel and evaluated by its COCO metric; from the
+    published checkpoint."""
     assert 'num_classes=3' in RETINANET  # the replacement above found
-    checkpoint = trained(workspace, 'retinanet', 'mmdet', RETINANET)
+    trained_file = trained(workspace, 'retinanet', 'mmdet', RETINANET)
+    # tested as released: published (meta and weights only) by
+    # mmparcnet-convert, as the toolboxes' publish_model.py would
+    from mmparcnet.tools.convert import main as convert_main
+    assert convert_main([
+        '--publish', '--force', trained_file,
+        str(workspace / 'retinanet_published.pth')
+    ]) == 0
+    checkpoint = str(next(workspace.glob('retinanet_published-*.pth')))
     _, plain = tested(workspace, 'retinanet_plain', 'mmdet',
                       "_base_ = './retinanet.py'\n" + RECORD_INPUTS,
                       checkpoint)

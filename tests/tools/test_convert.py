@@ -1,4 +1,8 @@
+import hashlib
 import os
+import subprocess
+import sys
+import textwrap
 
 import torch
 
@@ -94,3 +98,57 @@ def test_resave_makes_an_old_checkpoint_safe(tmp_path, monkeypatch):
                          str(old),
                          str(new)]) == 0
     assert load_checkpoint_file(str(new))['hub'].current() == 2.0
+
+
+def test_publish_keeps_meta_and_weights_readable_by_a_plain_load(tmp_path):
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('publish_test')
+    hub.update_scalar('train/loss', 0.5)
+    state = {'backbone.w': torch.arange(6.).view(2, 3)}
+    src = tmp_path / 'epoch_3.pth'
+    torch.save(
+        dict(
+            meta=dict(epoch=3, dataset_meta=dict(classes=('a', 'b'))),
+            state_dict=state,
+            message_hub=hub.state_dict(),
+            optimizer=dict(state={}, param_groups=[dict(lr=0.1)])), src)
+    assert convert_main(['--publish',
+                         str(src),
+                         str(tmp_path / 'pub.pth')]) == 0
+    published = [p for p in os.listdir(tmp_path) if p.startswith('pub-')]
+    assert len(published) == 1
+    path = tmp_path / published[0]
+    # named by the first 8 hex digits of the file's sha256
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    assert published[0] == f'pub-{digest}.pth'
+    # a plain torch.load in a process without mmparcnet reads it (torch's
+    # default weights_only: True from torch 2.6), but not the source
+    read = textwrap.dedent('''
+        import sys, torch
+        checkpoint = torch.load(sys.argv[1], map_location='cpu')
+        assert 'mmparcnet' not in sys.modules
+        print(sorted(checkpoint), checkpoint['meta']['epoch'],
+              checkpoint['state_dict']['backbone.w'].sum().item())
+    ''')
+    result = subprocess.run(
+        [sys.executable, '-c', read, str(path)],
+        capture_output=True,
+        text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["['meta',", "'state_dict']", '3', '15.0']
+    if tuple(int(v) for v in torch.__version__.split('.')[:2]) >= (2, 6):
+        source = subprocess.run(
+            [sys.executable, '-c', read, str(src)],
+            capture_output=True,
+            text=True)
+        assert source.returncode != 0 and 'HistoryBuffer' in source.stderr
+    # not over an existing file, and not from a file with no state_dict
+    assert convert_main(['--publish',
+                         str(src),
+                         str(tmp_path / 'pub.pth')]) == 1
+    torch.save({'w': torch.ones(1)}, tmp_path / 'bare.pth')
+    assert convert_main(
+        ['--publish',
+         str(tmp_path / 'bare.pth'),
+         str(tmp_path / 'x.pth')]) == 1
+    assert not [p for p in os.listdir(tmp_path) if p.startswith('x')]
