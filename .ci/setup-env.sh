@@ -170,6 +170,14 @@ pip_install -c "$pins" "$wheel_dir"/mmcv-"$mmcv_version"-*.whl \
   "$(pin onnx)" "${optional[@]}" "$(pin onnxruntime)" \
   "$(pin pytest)" "$(pin hypothesis)" \
   $(for tool in flake8 isort yapf codespell; do pinned $tool && pin $tool; done)
+# MMDeploy asks for protobuf<=3.20.2 (for its gRPC service), which onnx
+# refuses; its export code runs on the newer one: without its dependencies,
+# plus the two its export imports
+if pinned mmdeploy; then
+  log "mmdeploy (without its dependencies)"
+  pip_install --no-deps "$(pin mmdeploy)"
+  pip_install -c "$pins" --no-deps "$(pin aenum)" "$(pin multiprocess)" "$(pin dill)"
+fi
 # other packages may have moved setuptools again; mmengine's `mmdet::` config
 # inheritance needs pkg_resources, which setuptools >= 82 no longer has; from
 # 80.9 on every import of it prints a UserWarning (mim, the demo): < 80.9
