@@ -50,7 +50,7 @@ setup(
     package_data={'mmparcnet': ship_configs()},
     # the model needs only these; mmdet / mmseg / mmpretrain are optional
     install_requires=[
-        'torch>=2.1,<2.15', 'mmengine>=0.10.0,<0.11', 'numpy>=1.21,<3'
+        'torch>=2.1,<2.16', 'mmengine>=0.10.0,<0.11', 'numpy>=1.21,<3'
     ],
     extras_require={
         'det': ['mmcv>=2.0.0,<2.2.0', 'mmdet>=3.0.0'],

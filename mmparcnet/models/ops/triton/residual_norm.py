@@ -101,12 +101,16 @@ def _backward_kernel(grad_updated, grad_normed, updated, stream, scale, weight,
     scale_sum = tl.zeros((BLOCK, ), dtype=tl.float32)
     first = program.to(tl.int64) * ROWS
     for step in range(0, ROWS):
+        # masks as vectors and rows past the end read as the last row
+        # (where nothing is stored): Triton 3.9's interpreter refuses a
+        # mask of a vector and a scalar combined
         row = first + step
-        inside = mask & (row < rows)
+        inside = mask & (columns.to(tl.int64) * 0 + row < rows)
+        row = tl.minimum(row, rows - 1)
         offsets = row * channels + columns
         value = tl.load(updated + offsets, mask=inside, other=0.)
-        mean = tl.load(mean_in + row, mask=row < rows, other=0.)
-        rstd = tl.load(rstd_in + row, mask=row < rows, other=0.)
+        mean = tl.load(mean_in + row)
+        rstd = tl.load(rstd_in + row)
         normal = tl.where(inside, (value.to(tl.float32) - mean) * rstd, 0.)
         upstream = tl.load(
             grad_normed + offsets, mask=inside, other=0.).to(tl.float32)
