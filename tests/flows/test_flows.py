@@ -299,10 +299,8 @@ def test_segmentation_analysis_tools(workspace):
         ],
                         workspace,
                         check=False)
-        if code == 0:  # fixed upstream: then it draws every image
-            assert len(os.listdir(out / 'browse' / 'vis_data')) or len(
-                os.listdir(out / 'browse')) == len(
-                    os.listdir(images / 'training'))
+        if code == 0:  # fixed upstream: then it draws the images
+            assert any((out / 'browse').rglob('*.*')), log[-2000:]
         else:
             assert 'Layout of the output array img is incompatible' in log
     # the benchmark times batches 6 to 200 of the test loader

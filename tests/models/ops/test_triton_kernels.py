@@ -162,12 +162,16 @@ def test_gelu_gate_kernels_under_the_interpreter():
     run_checked(CHECK_GELU_GATE, 'cpu', interpret=True)
 
 
+def run_on_cuda(*checks: str):
+    """The interpreter's checks, compiled for CUDA."""
+    for code in checks:
+        run_checked(
+            code.replace('assert INTERPRETING', ''), 'cuda', interpret=False)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_gelu_gate_kernels_on_cuda():
-    run_checked(
-        CHECK_GELU_GATE.replace('assert INTERPRETING', ''),
-        'cuda',
-        interpret=False)
+    run_on_cuda(CHECK_GELU_GATE)
 
 
 def test_gelu_gate_on_the_cpu_is_its_reference():
@@ -191,14 +195,7 @@ def test_a_stage_through_the_residual_norm_kernels_under_the_interpreter():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_residual_norm_kernels_on_cuda():
-    run_checked(
-        CHECK_RESIDUAL_NORM.replace('assert INTERPRETING', ''),
-        'cuda',
-        interpret=False)
-    run_checked(
-        CHECK_STAGE.replace('assert INTERPRETING', ''),
-        'cuda',
-        interpret=False)
+    run_on_cuda(CHECK_RESIDUAL_NORM, CHECK_STAGE)
 
 
 @pytest.mark.parametrize('with_scale', [False, True])
