@@ -159,7 +159,7 @@ def trained(workspace, name, toolbox, text):
         return file.read().strip()
 
 
-def tested(workspace, name, toolbox, text, checkpoint, *options):
+def run_mim_test(workspace, name, toolbox, text, checkpoint, *options):
     """``mim test`` of a config (with the input-recording hook) and the
     shapes its backbone got."""
     config = workspace / f'{name}.py'
@@ -189,11 +189,11 @@ def test_detector_test_time_augmentation(workspace):
         str(workspace / 'retinanet_published.pth')
     ]) == 0
     checkpoint = str(next(workspace.glob('retinanet_published-*.pth')))
-    _, plain = tested(workspace, 'retinanet_plain', 'mmdet',
-                      "_base_ = './retinanet.py'\n" + RECORD_INPUTS,
-                      checkpoint)
-    log, views = tested(workspace, 'retinanet_tta', 'mmdet', RETINANET_TTA,
-                        checkpoint, '--tta')
+    _, plain = run_mim_test(workspace, 'retinanet_plain', 'mmdet',
+                            "_base_ = './retinanet.py'\n" + RECORD_INPUTS,
+                            checkpoint)
+    log, views = run_mim_test(workspace, 'retinanet_tta', 'mmdet',
+                              RETINANET_TTA, checkpoint, '--tta')
     assert 'DetTTAModel' in log
     line = next(x for x in log.splitlines() if 'coco/bbox_mAP: ' in x)
     print(f'RetinaNet --tta: {line.strip()}')
@@ -212,11 +212,12 @@ def test_segmentor_test_time_augmentation(workspace):
     MMSegmentation's SegTTAModel and evaluated by its IoU metric."""
     checkpoint = trained(workspace, 'upernet', 'mmsegmentation',
                          toy_configs.UPERNET)
-    _, plain = tested(workspace, 'upernet_plain', 'mmsegmentation',
-                      "_base_ = './upernet.py'\n" + RECORD_INPUTS, checkpoint)
-    log, views = tested(workspace, 'upernet_tta', 'mmsegmentation',
-                        "_base_ = './upernet.py'\n" + RECORD_INPUTS,
-                        checkpoint, '--tta')
+    _, plain = run_mim_test(workspace, 'upernet_plain', 'mmsegmentation',
+                            "_base_ = './upernet.py'\n" + RECORD_INPUTS,
+                            checkpoint)
+    log, views = run_mim_test(workspace, 'upernet_tta', 'mmsegmentation',
+                              "_base_ = './upernet.py'\n" + RECORD_INPUTS,
+                              checkpoint, '--tta')
     assert 'SegTTAModel' in log
     line = next(x for x in log.splitlines() if 'mIoU: ' in x)
     print(f'UperNet --tta: {line.strip()}')
