@@ -11,16 +11,22 @@
 #   tests.txt             the model tests there, CUDA and Triton cases included
 #   results.txt, failures.txt  each test's outcome, each failure's traceback
 #   bench_gpu.txt/.json   the benchmark at the detection shape (and
-#                         nvidia-smi's line for the GPU): the oversized
-#                         convolution's paths at the four stage shapes in fp32
-#                         and bf16, and ParCNetV2-T (automatic paths, and
-#                         with the opt-in Triton kernels) against ConvNeXt-T
-#   bench_gpu_pretrain.*  the same backbones at the pretraining shape
+#                         nvidia-smi's line for the GPU): ParCNetV2-T
+#                         (automatic paths, and with the opt-in Triton
+#                         kernels) against ConvNeXt-T, fp32 and bf16 (with
+#                         CONV=1 also the oversized convolution's paths at
+#                         the four stage shapes)
+#   bench_gpu_pretrain.json  the same backbones at the pretraining shape
 #                         (PRETRAIN_SIZE, default 224 224; PRETRAIN_BATCH,
 #                         default 128)
+#   compiled.json         ParCNetV2-T against ConvNeXt-T compiled block by
+#                         block (inductor, dynamic sizes), bf16, at both
+#                         shapes, with the seconds that compiling took
+#                         (.ci/device-compiled.py; COMPILE_SECONDS=0
+#                         leaves it out)
+#                         (the text of these two goes to bench_gpu.txt too:
+#                         a run brings back eight files at most)
 #   profile.txt           where the bf16 training step spends its time
-#   bench_gpu_compiled.*  ParCNetV2-T against ConvNeXt-T through
-#                         torch.compile, bf16 (only with COMPILE_SECONDS set)
 # SIZE="H W" changes the detection input (default 800 1216); PYTHON the
 # interpreter.
 set -euo pipefail
@@ -61,46 +67,43 @@ run)
     workers=()
     if "$py" -c 'import xdist' 2>/dev/null; then workers=(-n 8); fi
     OMP_NUM_THREADS=2 OUT=$out PYTHONPATH=$PYTHONPATH:$PWD/.ci \
-        timeout "${TEST_SECONDS:-150}" "$py" -m pytest tests/models \
+        timeout "${TEST_SECONDS:-100}" "$py" -m pytest tests/models \
         -o addopts= -p no:cacheprovider -p pytest_stream_log -rs \
         ${workers[@]+"${workers[@]}"} \
         > "$out/tests.txt" 2>&1 \
         || echo "tests stopped: exit $?" | tee -a "$out/tests.txt"
     tail -3 "$out/tests.txt"
     # every step runs: a failure or a cut-off is a result too. Detection
-    # shape (batch 2) with the oversized convolution's paths, then the
-    # pretraining shape (224x224, batch 128 a GPU)
-    timeout "${BENCH_SECONDS:-180}" "$py" -m mmparcnet.tools.benchmark \
-        --size "${size[@]}" --warmup 5 --repeats 20 --parts conv backbones \
+    # shape (batch 2), then the pretraining shape (224x224, batch 128 a GPU)
+    parts=(backbones)
+    if [ "${CONV:-0}" = 1 ]; then parts=(conv backbones); fi
+    timeout "${BENCH_SECONDS:-100}" "$py" -m mmparcnet.tools.benchmark \
+        --size "${size[@]}" --warmup 5 --repeats 20 --parts "${parts[@]}" \
         --backbones "${backbones[@]}" \
         --json "$out/bench_gpu.json" > "$out/bench_gpu.txt" 2>&1 \
         || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
     echo "$gpu" >> "$out/bench_gpu.txt"
-    timeout "${PRETRAIN_SECONDS:-150}" "$py" -m mmparcnet.tools.benchmark \
+    timeout "${PRETRAIN_SECONDS:-100}" "$py" -m mmparcnet.tools.benchmark \
         --size "${pretrain[@]}" --backbone-batch "$pretrain_batch" \
-        --warmup 5 --repeats 20 --parts backbones \
+        --warmup 3 --repeats 10 --parts backbones \
         --backbones "${backbones[@]}" \
         --json "$out/bench_gpu_pretrain.json" \
-        > "$out/bench_gpu_pretrain.txt" 2>&1 \
-        || echo "benchmark stopped: exit $?" \
-        | tee -a "$out/bench_gpu_pretrain.txt"
-    timeout "${PROFILE_SECONDS:-50}" "$py" .ci/device-profile.py \
+        >> "$out/bench_gpu.txt" 2>&1 \
+        || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
+    # compiled block by block (compiling whole backbones for bf16 training
+    # took more than 190 s on an H200), both shapes in one process: the
+    # second reuses the first one's dynamic graphs
+    if [ "${COMPILE_SECONDS:-240}" -gt 0 ]; then
+        timeout "${COMPILE_SECONDS:-240}" "$py" .ci/device-compiled.py \
+            "$out/compiled.json" "${size[@]}" 2 "${pretrain[@]}" \
+            "$pretrain_batch" >> "$out/bench_gpu.txt" 2>&1 \
+            || echo "compiled run stopped: exit $?" \
+            | tee -a "$out/bench_gpu.txt"
+    fi
+    timeout "${PROFILE_SECONDS:-40}" "$py" .ci/device-profile.py \
         "${size[@]}" > "$out/profile.txt" 2>&1 \
         || echo "profile stopped: exit $?" | tee -a "$out/profile.txt"
-    # compiling both backbones for bf16 training took more than 190 s on an
-    # H200: off unless the machine's time allows (COMPILE_SECONDS=300 or
-    # more)
-    compiled=$out/bench_gpu_compiled
-    if [ "${COMPILE_SECONDS:-0}" -gt 0 ]; then
-        timeout "$COMPILE_SECONDS" "$py" -m mmparcnet.tools.benchmark \
-            --size "${size[@]}" --parts backbones \
-            --backbones ParCNetV2-T ConvNeXt-T --dtypes bf16 --warmup 3 \
-            --repeats 10 --compile inductor --json "$compiled.json" \
-            > "$compiled.txt" 2>&1 \
-            || echo "compiled run stopped: exit $?" | tee -a "$compiled.txt"
-    fi
-    sed -n '/^Device:/,/^JSON:/p' "$out/bench_gpu.txt" \
-        "$out/bench_gpu_pretrain.txt"
+    grep -v '^ \|^[{}]\|^JSON' "$out/bench_gpu.txt"
     ;;
 *)
     echo "usage: $0 fetch|run" >&2

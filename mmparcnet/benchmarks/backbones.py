@@ -19,12 +19,14 @@ and Swin-T from mmpretrain, or from timm where mmpretrain is missing.
 """
 import functools
 import sys
+import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from mmparcnet.models import ParCNetV2
+from mmparcnet.models.compiling import compile_blocks
 from mmparcnet.models.layers import SpatialBGU
 from mmparcnet.models.ops import triton as triton_kernels
 from mmparcnet.models.ops.compat import gelu
@@ -183,6 +185,27 @@ def build_backbones(
     return {name: builders[name] for name in names}, source
 
 
+def _any_block(module: torch.nn.Module) -> bool:
+    """A block of any of the backbones (ParCNetV2Block, timm's and
+    mmpretrain's ConvNeXtBlock, SwinTransformerBlock, SwinBlock ...)."""
+    return type(module).__name__.endswith('Block')
+
+
+def compiled_for(model: torch.nn.Module, backend: str, scope: str) -> Callable:
+    """What the benchmark calls for ``model`` run through
+    ``torch.compile(backend=backend)``: the compiled model (``scope``
+    ``'model'``, the input size fixed), or the model with each block
+    compiled in place (``'blocks'``, dynamic sizes; :func:`.compile_blocks`,
+    the same for every backbone)."""
+    if scope == 'model':
+        return torch.compile(model, backend=backend)
+    if scope == 'blocks':
+        compile_blocks(model, is_block=_any_block, backend=backend)
+        return model
+    raise ValueError(f"compile scope must be 'model' or 'blocks', got "
+                     f'{scope!r}')
+
+
 def timed_passes(model: torch.nn.Module, run: Callable, x: Tensor,
                  device: torch.device,
                  dtype: str) -> Tuple[Callable, Callable]:
@@ -223,21 +246,25 @@ def bench_backbones(device: torch.device,
                     repeats: int,
                     names: List[str],
                     compile_backend: Optional[str] = None,
-                    cpu_memory: bool = True) -> List[dict]:
+                    cpu_memory: bool = True,
+                    compile_scope: str = 'model') -> List[dict]:
     """Every backbone, timed in turns with the others.
 
     A backbone that fails is reported with its error and left out of the
     turns. With ``compile_backend`` every backbone runs through
-    ``torch.compile(backend=compile_backend)`` (the first, untimed call of
-    each pass compiles it). On the CPU peak memory comes from
-    :func:`.memory.cpu_peak_memory` (eager only), unless ``cpu_memory`` is
-    False.
+    ``torch.compile(backend=compile_backend)``, whole or block by block
+    (``compile_scope``, :func:`compiled_for`); the first, untimed call of
+    each pass compiles it, and its time is reported. On the CPU peak memory
+    comes from :func:`.memory.cpu_peak_memory` (eager only), unless
+    ``cpu_memory`` is False.
 
     Returns:
         list[dict]: a row per dtype and backbone: ``backbone``, ``dtype``,
         ``source`` and either ``error`` or ``fwd_ms``, ``fwd_peak_mib``,
         ``fwdbwd_ms``, ``fwdbwd_peak_mib`` (None where not measured) and
-        their ratios to ConvNeXt-T of the same dtype.
+        their ratios to ConvNeXt-T of the same dtype, and the seconds of
+        the first call of each pass (``first_fwd_s``, ``first_fwdbwd_s``:
+        compiling, where compiled).
     """
     builders, source = build_backbones(names)
     x = torch.randn(batch, 3, height, width, device=device)
@@ -250,18 +277,18 @@ def bench_backbones(device: torch.device,
             models[name] = None
             continue
         runs[name] = (
-            torch.compile(models[name], backend=compile_backend)
+            compiled_for(models[name], compile_backend, compile_scope)
             if compile_backend else models[name])
     for dtype in dtypes:
-        passes, failed = {}, dict(unbuilt)
+        passes, failed, first_calls = {}, dict(unbuilt), {}
         for name, model in models.items():
             if model is None:
                 continue
             forward, forward_backward = timed_passes(model, runs[name], x,
                                                      device, dtype)
             try:  # one call of each first: a failure must not stop the rest
-                forward()
-                forward_backward()
+                first_calls[name] = (_seconds(forward, device),
+                                     _seconds(forward_backward, device))
             except Exception as err:
                 failed[name] = f'{type(err).__name__}: {err}'
                 continue
@@ -284,7 +311,9 @@ def bench_backbones(device: torch.device,
                     fwd_ms=fwd[name]['ms'],
                     fwd_peak_mib=fwd[name]['peak_mib'],
                     fwdbwd_ms=fwdbwd[name]['ms'],
-                    fwdbwd_peak_mib=fwdbwd[name]['peak_mib'])
+                    fwdbwd_peak_mib=fwdbwd[name]['peak_mib'],
+                    first_fwd_s=first_calls[name][0],
+                    first_fwdbwd_s=first_calls[name][1])
             rows.append(row)
         print(
             f'  measured {", ".join(models)} in {dtype}',
@@ -295,6 +324,15 @@ def bench_backbones(device: torch.device,
     add_ratios(rows, 'dtype',
                ('fwd_ms', 'fwdbwd_ms', 'fwd_peak_mib', 'fwdbwd_peak_mib'))
     return rows
+
+
+def _seconds(run: Callable, device: torch.device) -> float:
+    """Seconds of one call of ``run``, to 0.1 s."""
+    start = time.perf_counter()
+    run()
+    if device.type == 'cuda':
+        torch.cuda.synchronize(device)
+    return round(time.perf_counter() - start, 1)
 
 
 def _add_cpu_peak_memory(rows: List[dict], batch: int, height: int, width: int,

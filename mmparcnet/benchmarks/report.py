@@ -56,6 +56,7 @@ def print_conv_report(result: dict) -> None:
 
 def print_backbones_report(result: dict) -> None:
     compiled = (f', torch.compile backend {result["compile"]}'
+                f' ({result.get("compile_scope") or "model"})'
                 if result.get('compile') else '')
     memory = {
         'cuda': 'CUDA allocator',
@@ -77,6 +78,9 @@ def print_backbones_report(result: dict) -> None:
                           ('fwdbwd_peak_mib', '.0f')):
             cells.append(f'{_fmt(row[key], spec):>9} '
                          f'{_fmt(row.get(ratio_key(key)), ".2f"):>6}')
+        if result.get('compile') and 'first_fwd_s' in row:
+            cells.append(f'first calls {row["first_fwd_s"]:.1f} + '
+                         f'{row["first_fwdbwd_s"]:.1f} s')
         print(' '.join(cells))
 
 

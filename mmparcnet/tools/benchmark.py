@@ -114,6 +114,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help='run every backbone through torch.compile with '
         "this backend (such as 'inductor'); default: eager")
     parser.add_argument(
+        '--compile-scope',
+        choices=('model', 'blocks'),
+        default='model',
+        help='with --compile: each backbone compiled whole at its input '
+        "size ('model'), or block by block with dynamic sizes ('blocks', "
+        'mmparcnet.models.compile_blocks)')
+    parser.add_argument(
         '--no-cpu-memory',
         action='store_true',
         help='on the CPU, leave out the peak memory (measured '
@@ -186,7 +193,8 @@ def main(argv=None) -> int:
         backbone_batch=backbone_batch,
         warmup=warmup,
         repeats=repeats,
-        compile=args.compile)
+        compile=args.compile,
+        compile_scope=args.compile_scope if args.compile else None)
     if 'conv' in parts:
         result['oversized_conv'] = bench_oversized_conv(
             device, args.conv_batch, height, width, warmup, repeats, dtypes)
@@ -201,7 +209,8 @@ def main(argv=None) -> int:
             repeats,
             args.backbones,
             args.compile,
-            cpu_memory=not args.no_cpu_memory)
+            cpu_memory=not args.no_cpu_memory,
+            compile_scope=args.compile_scope)
         if any(
                 row.get('fwdbwd_peak_mib') is not None
                 for row in result['backbones']):

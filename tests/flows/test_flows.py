@@ -94,6 +94,34 @@ def test_config_of_another_project_trains(workspace):
     assert losses and all(float(loss) > 0 for loss in losses)
 
 
+def test_compiled_blocks_train_as_the_eager_backbone(workspace):
+    """A detector config whose backbone compiles its blocks
+    (``compile_blocks``, one --cfg-options line) logs the eager run's
+    losses, with the same seed."""
+    config = workspace / 'compiled_blocks.py'
+    config.write_text(toy_configs.OTHER_PROJECT)
+    losses = {}
+    for name, options in (('eager', []), ('compiled', [
+            'model.backbone.compile_blocks.backend=aot_eager'
+    ])):
+        log = mim([
+            'train', 'mmdet',
+            str(config), '--work-dir',
+            str(workspace / 'work_dirs' / f'compiled_blocks_{name}'),
+            '--cfg-options', 'randomness.seed=0',
+            'randomness.deterministic=True', *options
+        ], workspace)
+        losses[name] = [
+            float(v) for v in re.findall(
+                r'Epoch\(train\) \[\d+\]\[\d+/\d+\].* loss: ([0-9.]+)', log)
+        ]
+    assert "ParCNetV2: 4 blocks compiled one by one (torch.compile, " \
+        "{'backend': 'aot_eager'})" in log
+    print(losses)
+    assert len(losses['eager']) >= 2
+    assert losses['compiled'] == pytest.approx(losses['eager'], rel=1e-3)
+
+
 def test_segmentor_trains_in_bfloat16_on_the_cpu(workspace):
     """The UperNet config's AMP on a CPU: one --cfg-options switches to
     CPUAwareAmpOptimWrapper (bf16 autocast, mmengine's loss scaling)."""

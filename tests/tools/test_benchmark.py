@@ -127,3 +127,31 @@ def test_backbones_can_run_compiled(tmp_path, monkeypatch, capsys):
     [row] = result['backbones']
     assert 'error' not in row and row['fwd_ms'] > 0 and row['fwdbwd_ms'] > 0
     assert 'torch.compile backend eager' in capsys.readouterr().out
+
+
+@pytest.mark.skipif(
+    not hasattr(torch.nn.Module, 'compile'),
+    reason='nn.Module.compile is PyTorch >= 2.2')
+def test_backbones_can_run_compiled_block_by_block(tmp_path, monkeypatch,
+                                                   capsys):
+    compiled = []
+    original = torch.nn.Module.compile
+
+    def spy(module, **kwargs):
+        compiled.append(type(module).__name__)
+        return original(module, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, 'compile', spy)
+    out = tmp_path / 'bench.json'
+    assert benchmark.main([
+        '--device', 'cpu', '--size', '32', '32', '--parts', 'backbones',
+        '--repeats', '1', '--warmup', '0', '--backbones', 'ParCNetV2-T',
+        '--compile', 'eager', '--compile-scope', 'blocks', '--json',
+        str(out)
+    ]) == 0
+    result = json.loads(out.read_text())
+    assert compiled == ['ParCNetV2Block'] * 21
+    assert result['compile_scope'] == 'blocks'
+    [row] = result['backbones']
+    assert row['first_fwd_s'] >= 0 and row['first_fwdbwd_s'] >= 0
+    assert 'torch.compile backend eager (blocks)' in capsys.readouterr().out

@@ -21,6 +21,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch import Tensor
 
+from ..compiling import compile_blocks as _compile_blocks
 from ..layers import (ChannelNorm, Downsample, ParCNetV2Block, Stage, Stem,
                       stored_kernel_lengths)
 from ..layers.geometry import min_input_size
@@ -80,6 +81,14 @@ class ParCNetV2(BaseModule):
             against); None: the process-wide switch
             (``MMPARCNET_FAST_PATHS``) when the model is built. Defaults to
             None.
+        compile_blocks (bool | dict): compile each block in place with
+            ``torch.compile`` (regional compilation,
+            :func:`~mmparcnet.models.compile_blocks`): the blocks of a stage
+            share their graphs, which compile in seconds and serve every
+            input size of a multi-scale schedule; a dict holds
+            ``torch.compile``'s arguments (``dynamic`` defaults to True).
+            Parameter names and checkpoints stay as they are. Defaults to
+            False.
         pretrained (str, optional): a checkpoint to load; the older spelling
             of ``init_cfg=dict(type='Pretrained', checkpoint=...)`` that
             MMSegmentation's ``EncoderDecoder(pretrained=...)`` passes on.
@@ -134,6 +143,7 @@ class ParCNetV2(BaseModule):
                  gap_before_final_norm: bool = False,
                  oversized_conv_impl: str = 'auto',
                  fast_paths: Optional[bool] = None,
+                 compile_blocks: Union[bool, Dict] = False,
                  pretrained: Optional[str] = None,
                  init_cfg: Optional[Union[Dict,
                                           List[Dict]]] = DEFAULT_INIT_CFG):
@@ -154,6 +164,10 @@ class ParCNetV2(BaseModule):
             raise ValueError(f'frozen_stages must be in [0, {self.num_stages}]'
                              f', got {frozen_stages}')
         self.frozen_stages = frozen_stages
+        if not isinstance(compile_blocks, (bool, dict)):
+            raise TypeError('compile_blocks must be a bool or a dict of '
+                            'torch.compile arguments, got '
+                            f'{type(compile_blocks).__name__}')
         if not 0. <= drop_path_rate < 1.:
             raise ValueError(
                 f'drop_path_rate must be in [0, 1), got {drop_path_rate}')
@@ -195,6 +209,13 @@ class ParCNetV2(BaseModule):
             self.add_module(f'norm{i}', norm)
 
         self._freeze_stages()
+        if compile_blocks:
+            options = {} if compile_blocks is True else dict(compile_blocks)
+            count = _compile_blocks(self, **options)
+            print_log(
+                f'ParCNetV2: {count} blocks compiled one by one '
+                f'(torch.compile, {options or "defaults"})',
+                logger='current')
         # every load path (init_cfg, load_from, --resume, load_checkpoint,
         # load_state_dict) meets kernels stored for another pretrain_size
         self._register_load_state_dict_pre_hook(self.resize_stored_kernels)

@@ -77,12 +77,18 @@ class Stage(nn.Sequential):
                  fast_paths: Optional[bool] = None):
         super().__init__(*blocks)
         self.with_cp = with_cp
+        # set by compile_blocks: the stream then goes through the blocks'
+        # compiled forwards
+        self.blocks_compiled = False
         self.set_fast_paths(fast_paths)
 
     def set_fast_paths(self, enabled: Optional[bool] = None) -> None:
         """Choose how the stage's residual stream is computed (None: the
-        process-wide switch)."""
-        self.compute = choose('stage', type(self).plain_forward, enabled)
+        process-wide switch; the plain way where the blocks are compiled).
+        """
+        self.compute = choose('stage',
+                              type(self).plain_forward,
+                              False if self.blocks_compiled else enabled)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.compute(self, x)

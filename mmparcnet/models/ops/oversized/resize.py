@@ -44,6 +44,12 @@ def resize_kernel(weight: Tensor, length: int, vertical: bool) -> Tensor:
         ``F.interpolate`` call, a length of 1 keeps the first tap.
     """
     taps = weight.shape[-2] if vertical else weight.shape[-1]
+    if context.tracer() == context.DYNAMO:
+        # also at the stored length (where it is exact: weights 1 and 0), so
+        # that no graph depends on whether a map meets it; and in the
+        # kernel's own layout: inductor (torch 2.14.1) cannot order the
+        # strides of a reshaped view of symbolic length that autograd keeps
+        return resize_by_index(weight, length, dim=-2 if vertical else -1)
     if taps == length:
         return weight
     channels = weight.shape[0]
@@ -123,18 +129,23 @@ _cached_interpolation_matrix = functools.lru_cache(maxsize=128)(
     _interpolation_matrix)
 
 
-def resize_by_index(kernel: Tensor, length) -> Tensor:
-    """(C, K) kernels to (C, length) taps by index arithmetic, ``length``
-    possibly symbolic (a traced size)."""
-    taps = kernel.shape[1]
-    if taps == 1:
-        return kernel.expand(-1, length)
+def resize_by_index(kernel: Tensor, length, dim: int = 1) -> Tensor:
+    """Kernels of K taps along ``dim`` ((C, K) by default) to ``length``
+    taps by index arithmetic, ``length`` possibly symbolic (a traced
+    size)."""
+    taps = kernel.shape[dim]
+    if taps == 1:  # the one tap everywhere (a copy, not a view)
+        return kernel.index_select(
+            dim, torch.zeros(length, dtype=torch.long, device=kernel.device))
     # positions in float32 at least: in bf16 the taps of a 111-tap kernel
     # would land a whole tap off
     dtype = torch.float64 if kernel.dtype == torch.float64 else torch.float32
     low, weight = _lerp_positions(taps, length, kernel.device, dtype)
-    weight = weight.to(kernel.dtype)
-    return kernel[:, low] * (1 - weight) + kernel[:, low + 1] * weight
+    # the weights along ``dim``, broadcast over the dimensions after it
+    weight = weight.to(kernel.dtype).reshape(
+        (-1, ) + (1, ) * (-dim - 1 if dim < 0 else kernel.dim() - dim - 1))
+    return (kernel.index_select(dim, low) * (1 - weight) +
+            kernel.index_select(dim, low + 1) * weight)
 
 
 def _lerp_positions(taps: int, length, device: torch.device,
