@@ -93,8 +93,8 @@ run)
     # compiled block by block (compiling whole backbones for bf16 training
     # took more than 190 s on an H200), both shapes in one process: the
     # second reuses the first one's dynamic graphs
-    if [ "${COMPILE_SECONDS:-240}" -gt 0 ]; then
-        timeout "${COMPILE_SECONDS:-240}" "$py" .ci/device-compiled.py \
+    if [ "${COMPILE_SECONDS:-200}" -gt 0 ]; then
+        timeout "${COMPILE_SECONDS:-200}" "$py" .ci/device-compiled.py \
             "$out/compiled.json" "${size[@]}" 2 "${pretrain[@]}" \
             "$pretrain_batch" >> "$out/bench_gpu.txt" 2>&1 \
             || echo "compiled run stopped: exit $?" \

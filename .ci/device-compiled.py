@@ -12,15 +12,17 @@ costs, the later ones what a new input size costs.
 import json
 import os
 import sys
+import tempfile
 
 from mmparcnet.tools import benchmark
 
 
 def main(out, *shapes):
     results = []
+    # each part outside $OUT, which brings back eight files at most
+    path = os.path.join(tempfile.mkdtemp(), 'part.json')
     for start in range(0, len(shapes), 3):
         height, width, batch = shapes[start:start + 3]
-        path = f'{out}.part'
         benchmark.main([
             '--size', height, width, '--backbone-batch', batch, '--parts',
             'backbones', '--backbones', 'ParCNetV2-T', 'ConvNeXt-T',

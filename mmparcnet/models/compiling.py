@@ -25,6 +25,7 @@ RECOMPILE_LIMIT = 64
 
 
 def _is_block(module: nn.Module) -> bool:
+    """The default of :func:`compile_blocks`: ParCNetV2's blocks."""
     return isinstance(module, ParCNetV2Block)
 
 
@@ -41,6 +42,10 @@ def compile_blocks(model: nn.Module,
         **compile_kwargs: ``torch.compile``'s arguments; ``dynamic``
             defaults to True (one graph for the sizes of a multi-scale
             schedule).
+
+    A copy of the model (``copy.deepcopy``, as EMA hooks make, or a
+    pickle) runs its blocks eager: PyTorch does not copy a module's
+    compiled call.
 
     Returns:
         int: how many blocks were compiled.
@@ -70,8 +75,10 @@ def compile_blocks(model: nn.Module,
     for block in blocks:
         block.compile(**compile_kwargs)
     # a stage's fused residual stream would call around the blocks' forward
+    compiled = set(map(id, blocks))
     for module in model.modules():
-        if isinstance(module, Stage):
+        if isinstance(module, Stage) and any(
+                id(block) in compiled for block in module):
             module.blocks_compiled = True
             module.set_fast_paths(False)
     return len(blocks)

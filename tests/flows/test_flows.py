@@ -117,7 +117,6 @@ def test_compiled_blocks_train_as_the_eager_backbone(workspace):
         ]
     assert "ParCNetV2: 4 blocks compiled one by one (torch.compile, " \
         "{'backend': 'aot_eager'})" in log
-    print(losses)
     assert len(losses['eager']) >= 2
     assert losses['compiled'] == pytest.approx(losses['eager'], rel=1e-3)
 

@@ -37,6 +37,7 @@ class CountingBackend:
 @pytest.fixture
 def fresh_dynamo():
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()  # reset() leaves the counts
     yield
     torch._dynamo.reset()
 
@@ -94,7 +95,21 @@ def test_only_the_outermost_blocks_are_compiled(fresh_dynamo):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(nn.Module, 'compile', spy)
         compile_blocks(model, backend='eager')
-    assert compiled == [ParCNetV2Block] * BLOCKS
+        assert compiled == [ParCNetV2Block] * BLOCKS
+        # a block inside a module taken as a block is not compiled again
+        compiled.clear()
+        compile_blocks(
+            ParCNetV2(SMALL),
+            is_block=lambda m: isinstance(m, (Stage, ParCNetV2Block)),
+            backend='eager')
+        assert compiled == [Stage] * 4
+
+
+@needs_module_compile
+def test_an_empty_dict_compiles_with_the_defaults():
+    model = ParCNetV2(SMALL, compile_blocks={})
+    assert all(block._compiled_call_impl is not None for stage in model.stages
+               for block in stage)
 
 
 def test_a_model_without_blocks_is_refused():
@@ -120,6 +135,22 @@ def test_the_backbone_compiles_its_blocks_when_asked(fresh_dynamo):
         for a, b in zip(model(x), eager(x)):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert backend.graphs >= 4
+
+
+@needs_module_compile
+def test_a_compiled_stage_asks_for_its_plain_forward(monkeypatch):
+    from mmparcnet.models.layers import block as block_module
+    model = ParCNetV2(SMALL, compile_blocks=dict(backend='eager'))
+    asked = []
+    real_choose = block_module.choose
+
+    def spy(operation, plain, enabled):
+        asked.append((operation, enabled))
+        return real_choose(operation, plain, enabled)
+
+    monkeypatch.setattr(block_module, 'choose', spy)
+    model.set_fast_paths(True)
+    assert asked == [('stage', False)] * 4
 
 
 @needs_module_compile
@@ -153,6 +184,8 @@ def test_inductor_trains_the_blocks_at_dynamic_sizes(fresh_dynamo):
     torch.manual_seed(0)
     arch = dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32])
     model = ParCNetV2(arch, compile_blocks=dict(backend='inductor')).train()
+    assert all(block._compiled_call_impl is not None for stage in model.stages
+               for block in stage)
     eager = ParCNetV2(arch).train()
     eager.load_state_dict(model.state_dict())
     for size in [(112, 144), (144, 112)]:
@@ -166,4 +199,5 @@ def test_inductor_trains_the_blocks_at_dynamic_sizes(fresh_dynamo):
             run.zero_grad()
         for a, b in zip(*grads):
             torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    # the blocks ran compiled: graphs were made (the counts start at zero)
     assert torch._dynamo.utils.counters['stats']['unique_graphs'] > 0

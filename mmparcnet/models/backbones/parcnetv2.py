@@ -87,8 +87,8 @@ class ParCNetV2(BaseModule):
             share their graphs, which compile in seconds and serve every
             input size of a multi-scale schedule; a dict holds
             ``torch.compile``'s arguments (``dynamic`` defaults to True).
-            Parameter names and checkpoints stay as they are. Defaults to
-            False.
+            Parameter names and checkpoints stay as they are; a copy
+            (``copy.deepcopy``, a pickle) runs eager. Defaults to False.
         pretrained (str, optional): a checkpoint to load; the older spelling
             of ``init_cfg=dict(type='Pretrained', checkpoint=...)`` that
             MMSegmentation's ``EncoderDecoder(pretrained=...)`` passes on.
@@ -209,7 +209,7 @@ class ParCNetV2(BaseModule):
             self.add_module(f'norm{i}', norm)
 
         self._freeze_stages()
-        if compile_blocks:
+        if compile_blocks is not False:  # True, or a dict (even empty)
             options = {} if compile_blocks is True else dict(compile_blocks)
             count = _compile_blocks(self, **options)
             print_log(

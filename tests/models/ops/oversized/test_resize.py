@@ -61,7 +61,7 @@ def test_resize_by_index_along_a_kernels_own_axis(taps, length):
     kernel = torch.randn(6, taps, dtype=torch.float64)
     expected = interpolated(kernel, length)
     vertical = resize_by_index(kernel.reshape(6, 1, taps, 1), length, dim=-2)
-    horizontal = resize_by_index(kernel.reshape(6, 1, 1, taps), length, -1)
+    horizontal = resize_by_index(kernel.reshape(6, 1, 1, taps), length, dim=-1)
     assert vertical.shape == (6, 1, length, 1)
     assert horizontal.shape == (6, 1, 1, length)
     for resized in (vertical, horizontal):
