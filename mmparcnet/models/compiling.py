@@ -18,6 +18,11 @@ import torch.nn as nn
 
 from .layers.block import ParCNetV2Block, Stage
 
+# where Dynamo inlines nn modules by default (the blocks of a stage share
+# graphs) and inductor trains at dynamic sizes; on 2.1.2 neither holds (a
+# graph per block; ``'SymInt' object has no attribute 'shape'``)
+MIN_TORCH = (2, 5)
+
 # Dynamo keeps at most ``recompile_limit`` graphs per piece of code (the
 # blocks' forward): four stages, two input types, training and inference,
 # and each oversized-convolution path a stage's size can take
@@ -51,12 +56,14 @@ def compile_blocks(model: nn.Module,
         int: how many blocks were compiled.
 
     Raises:
-        RuntimeError: on PyTorch < 2.2, which has no ``nn.Module.compile``.
+        RuntimeError: on PyTorch < 2.5 (:data:`MIN_TORCH`).
         ValueError: where ``model`` has no such block.
     """
-    if not hasattr(nn.Module, 'compile'):
-        raise RuntimeError('compiling the blocks needs PyTorch >= 2.2 '
-                           f'(nn.Module.compile); this is {torch.__version__}')
+    if not torch_supports_compile_blocks():
+        raise RuntimeError(
+            'compiling the blocks needs PyTorch >= 2.5 (where the blocks of '
+            'a stage share their graphs and inductor trains at dynamic '
+            f'sizes); this is {torch.__version__}')
     is_block = is_block or _is_block
     compile_kwargs.setdefault('dynamic', True)
     blocks = []
@@ -82,6 +89,12 @@ def compile_blocks(model: nn.Module,
             module.blocks_compiled = True
             module.set_fast_paths(False)
     return len(blocks)
+
+
+def torch_supports_compile_blocks() -> bool:
+    """Whether this PyTorch is at least :data:`MIN_TORCH`."""
+    release = torch.__version__.split('+')[0].split('.')[:2]
+    return tuple(int(part) for part in release) >= MIN_TORCH
 
 
 def _raise_recompile_limit(limit: int) -> None:

@@ -9,6 +9,7 @@ import torch
 
 from mmparcnet.benchmarks import resident_memory
 from mmparcnet.benchmarks.backbones import NO_OVERSIZED_CONV
+from mmparcnet.models.compiling import torch_supports_compile_blocks
 from mmparcnet.tools import benchmark
 
 
@@ -130,8 +131,8 @@ def test_backbones_can_run_compiled(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.skipif(
-    not hasattr(torch.nn.Module, 'compile'),
-    reason='nn.Module.compile is PyTorch >= 2.2')
+    not torch_supports_compile_blocks(),
+    reason='compiling the blocks needs PyTorch >= 2.5')
 def test_backbones_can_run_compiled_block_by_block(tmp_path, monkeypatch,
                                                    capsys):
     compiled = []

@@ -87,7 +87,8 @@ class ParCNetV2(BaseModule):
             share their graphs, which compile in seconds and serve every
             input size of a multi-scale schedule; a dict holds
             ``torch.compile``'s arguments (``dynamic`` defaults to True).
-            Parameter names and checkpoints stay as they are; a copy
+            Needs PyTorch >= 2.5. Parameter names and checkpoints stay as
+            they are; a copy
             (``copy.deepcopy``, a pickle) runs eager. Defaults to False.
         pretrained (str, optional): a checkpoint to load; the older spelling
             of ``init_cfg=dict(type='Pretrained', checkpoint=...)`` that
