@@ -59,11 +59,6 @@ def compile_blocks(model: nn.Module,
         RuntimeError: on PyTorch < 2.5 (:data:`MIN_TORCH`).
         ValueError: where ``model`` has no such block.
     """
-    if not torch_supports_compile_blocks():
-        raise RuntimeError(
-            'compiling the blocks needs PyTorch >= 2.5 (where the blocks of '
-            'a stage share their graphs and inductor trains at dynamic '
-            f'sizes); this is {torch.__version__}')
     is_block = is_block or _is_block
     compile_kwargs.setdefault('dynamic', True)
     blocks = []
@@ -78,6 +73,11 @@ def compile_blocks(model: nn.Module,
     collect(model)
     if not blocks:
         raise ValueError(f'{type(model).__name__} holds no block to compile')
+    if not torch_supports_compile_blocks():
+        raise RuntimeError(
+            'compiling the blocks needs PyTorch >= 2.5 (where the blocks of '
+            'a stage share their graphs and inductor trains at dynamic '
+            f'sizes); this is {torch.__version__}')
     _raise_recompile_limit(RECOMPILE_LIMIT)
     for block in blocks:
         block.compile(**compile_kwargs)

@@ -88,8 +88,8 @@ class ParCNetV2(BaseModule):
             input size of a multi-scale schedule; a dict holds
             ``torch.compile``'s arguments (``dynamic`` defaults to True).
             Needs PyTorch >= 2.5. Parameter names and checkpoints stay as
-            they are; a copy
-            (``copy.deepcopy``, a pickle) runs eager. Defaults to False.
+            they are; a copy (``copy.deepcopy``, a pickle) runs eager.
+            Defaults to False.
         pretrained (str, optional): a checkpoint to load; the older spelling
             of ``init_cfg=dict(type='Pretrained', checkpoint=...)`` that
             MMSegmentation's ``EncoderDecoder(pretrained=...)`` passes on.
