@@ -24,31 +24,13 @@ needs_module_compile = pytest.mark.skipif(
     reason='compiling the blocks needs PyTorch >= 2.5')
 
 
-class CountingBackend:
-    """Runs each captured graph as it is and counts the graphs."""
-
-    def __init__(self):
-        self.graphs = 0
-
-    def __call__(self, graph_module, example_inputs):
-        self.graphs += 1
-        return graph_module.forward
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    torch._dynamo.utils.counters.clear()  # reset() leaves the counts
-    yield
-    torch._dynamo.reset()
-
-
 @needs_module_compile
-def test_a_stage_shares_one_graph_across_its_blocks_and_sizes(fresh_dynamo):
+def test_a_stage_shares_one_graph_across_its_blocks_and_sizes(
+        fresh_dynamo, counting_backend):
     torch.manual_seed(0)
     model = ParCNetV2(SMALL).eval()
     eager = copy.deepcopy(model)
-    backend = CountingBackend()
+    backend = counting_backend
     assert compile_blocks(model, backend=backend) == BLOCKS
     graphs = []
     with torch.no_grad():
@@ -125,10 +107,11 @@ def test_old_pytorch_is_told_what_it_lacks(monkeypatch):
 
 
 @needs_module_compile
-def test_the_backbone_compiles_its_blocks_when_asked(fresh_dynamo):
+def test_the_backbone_compiles_its_blocks_when_asked(fresh_dynamo,
+                                                     counting_backend):
     torch.manual_seed(0)
     eager = ParCNetV2(SMALL).eval()
-    backend = CountingBackend()
+    backend = counting_backend
     model = ParCNetV2(SMALL, compile_blocks=dict(backend=backend)).eval()
     model.load_state_dict(eager.state_dict())
     x = torch.randn(1, 3, *SIZES[0])

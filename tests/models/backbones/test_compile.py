@@ -1,6 +1,5 @@
 """``torch.compile`` of the backbone: one graph for the input sizes of a
 multi-scale schedule, the eager model's numbers, forward and backward."""
-import pytest
 import torch
 
 from mmparcnet.models import ParCNetV2
@@ -12,29 +11,10 @@ SMALL = dict(depths=[1, 1, 1, 1], dims=[8, 16, 24, 32])
 SIZES = [(96, 128), (128, 96), (112, 160), (104, 136)]
 
 
-class CountingBackend:
-    """A torch.compile backend that runs the captured graph as it is and
-    counts the graphs it was given."""
-
-    def __init__(self):
-        self.graphs = 0
-
-    def __call__(self, graph_module, example_inputs):
-        self.graphs += 1
-        return graph_module.forward
-
-
-@pytest.fixture
-def fresh_dynamo():
-    torch._dynamo.reset()
-    yield
-    torch._dynamo.reset()
-
-
-def test_one_graph_serves_every_input_size(fresh_dynamo):
+def test_one_graph_serves_every_input_size(fresh_dynamo, counting_backend):
     torch.manual_seed(0)
     model = ParCNetV2(SMALL).eval()
-    backend = CountingBackend()
+    backend = counting_backend
     compiled = torch.compile(model, backend=backend, dynamic=True)
     with torch.no_grad():
         for size in SIZES:
