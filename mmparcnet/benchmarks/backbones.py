@@ -32,7 +32,7 @@ from mmparcnet.models.ops import triton as triton_kernels
 from mmparcnet.models.ops.compat import gelu
 from mmparcnet.models.ops.registry import Dispatch
 from .ratios import add_ratios
-from .timing import autocast_for, measure_interleaved
+from .timing import autocast_for, measure_interleaved, sync
 
 BASELINES = ('ConvNeXt-T', 'Swin-T')
 FAST_PATHS_OFF = 'ParCNetV2-T (fast paths off)'
@@ -341,8 +341,7 @@ def _seconds(run: Callable, device: torch.device) -> float:
     """Seconds of one call of ``run``, to 0.1 s."""
     start = time.perf_counter()
     run()
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
+    sync(device)
     return round(time.perf_counter() - start, 1)
 
 

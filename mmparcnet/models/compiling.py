@@ -4,9 +4,8 @@ Compiling a whole backbone traces all of its blocks, forward and backward,
 as one graph (ParCNetV2-T: 21 blocks; minutes, and again for every input
 size that changes a stage's path). Compiled one at a time, the blocks of a
 stage are one piece of code with other parameters, so they share a compiled
-graph: a handful of graphs a model (per stage, and per input type under
-autocast, where a stage's first block receives the downsampling's output in
-the autocast type and the others the float32 residual stream), traced in
+graph: a handful of graphs a model (per stage; a stage's first block,
+which receives the downsampling's output, may get its own), traced in
 seconds. Each block is compiled in place (``nn.Module.compile``), so that
 its parameters keep their names and checkpoints load as before; what runs
 between the blocks (stem, downsampling, norms) stays eager.
