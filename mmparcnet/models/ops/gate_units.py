@@ -17,6 +17,8 @@ when. They compute what the units' plain forwards compute, by other means:
   (:mod:`.onednn`), the channel unit in blocks of rows that stay in cache.
 - **Training.** Each unit's last projection by :func:`.gated_linear`, which
   keeps the product's factors for the backward pass, not the product.
+- **On CUDA, opt-in.** Triton kernels (:mod:`.triton`): the channel unit's
+  gated GELU, and the spatial unit's sum, gating and projection.
 - **Exporting.** The forms deployment runtimes run fastest (measured in ONNX
   Runtime, docs/speed.md): a split projection as one product per half
   (slicing a product's output is a copy there, not a view), and maps as
@@ -178,6 +180,28 @@ def spatial_planes_keeping_less(unit, ctx, x, mix=oversized_plus_local):
         activate=gelu,
         finish=gated_rows_keeping_less,
         mix=mix)
+
+
+def spatial_planes_triton(unit, ctx, x, mix=oversized_plus_local):
+    """On CUDA: the sum of the two depthwise convolutions, the gating and
+    the last projection by one Triton kernel each way around a GEMM
+    (:mod:`.triton.gated_sum`), keeping the sum and the gate for the
+    backward pass. A ``mix`` other than the two convolutions' sum (a
+    benchmark's) is gated alone."""
+    from .triton.gated_sum import gated_sum_linear  # where Triton runs
+    gate, value = planes_by_gemm(unit.pwconv1, x).chunk(2, dim=1)
+    value = gelu(value)
+    if mix is oversized_plus_local:
+        first, second = unit.dwconv1(value), unit.dwconv2(value)
+    else:
+        first, second = mix(unit, value), None
+    conv = unit.pwconv2
+    out = gated_sum_linear(
+        first, second, gate, conv.weight.flatten(1), dtype=ctx.dtype)
+    if conv.bias is not None:
+        out = out + conv.bias.to(out.dtype)
+    batch, height, width, _ = x.shape
+    return out.view(batch, height, width, out.shape[-1])
 
 
 # -- the spatial unit as exported ---------------------------------------------

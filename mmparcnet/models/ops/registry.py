@@ -35,7 +35,7 @@ from .gate_units import (channel_exported, channel_in_place,
                          channel_keeping_less, channel_onednn, channel_triton,
                          spatial_exported, spatial_planes,
                          spatial_planes_in_place, spatial_planes_keeping_less,
-                         spatial_planes_onednn)
+                         spatial_planes_onednn, spatial_planes_triton)
 from .oversized import IMPLEMENTATIONS, KERNEL_MODES, correlate, fit_kernels
 from .oversized.direct import direct
 from .oversized.fft import fft
@@ -125,6 +125,11 @@ OPERATIONS: Dict[str, Tuple[Implementation, ...]] = {
                        exporting),
         Implementation('channel-major planes, oneDNN GEMM, in place',
                        spatial_planes_onednn, onednn_inference),
+        Implementation(
+            'channel-major planes, Triton gated sum',
+            spatial_planes_triton,
+            eager_cuda,
+            offered=triton_kernels.enabled),
         Implementation('channel-major planes, in place',
                        spatial_planes_in_place, eager_inference),
         Implementation('channel-major planes, gated projection keeping less',

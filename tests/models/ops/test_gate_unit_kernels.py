@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from mmparcnet.checkpoint import load_state_into
 from mmparcnet.models import ParCNetV2
-from mmparcnet.models.layers import ChannelBGU, ParCNetV2Block, norm
+from mmparcnet.models.layers import (ChannelBGU, ParCNetV2Block, SpatialBGU,
+                                     norm)
 from mmparcnet.models.ops import gate_units, onednn, registry
 from mmparcnet.models.ops import triton as triton_kernels
 from mmparcnet.models.ops.context import Context, call_context
@@ -156,17 +157,49 @@ def test_channel_unit_with_the_fused_gated_gelu_equals_plain():
         torch.testing.assert_close(a, b)
 
 
-def test_the_triton_kernels_are_offered_only_when_asked_for():
-    names = [impl.name for impl in ChannelBGU(8).compute.candidates]
+@pytest.mark.skipif(
+    not triton_kernels.AVAILABLE, reason='needs Triton and PyTorch >= 2.6')
+@pytest.mark.parametrize('mix', ['both', 'local alone'])
+def test_spatial_unit_with_the_fused_gated_sum_equals_plain(mix):
+    # on CPU tensors the operators run their references; the kernels
+    # themselves: tests/models/ops/test_triton_kernels.py
+    torch.manual_seed(0)
+    unit = SpatialBGU(8, 9).double()
+    x = torch.randn(2, 5, 6, 8, dtype=torch.float64, requires_grad=True)
+    params = [x, *unit.parameters()]
+    ctx = call_context(x, module=unit)
+    if mix == 'both':
+        fused = gate_units.spatial_planes_triton(unit, ctx, x)
+        plain = unit.plain_forward(x)
+    else:  # a benchmark's mix: the sum's second term left out
+
+        def local(unit, value):
+            return unit.dwconv2(value)
+
+        fused = gate_units.spatial_planes_triton(unit, ctx, x, mix=local)
+        plain = gate_units.spatial_planes(unit, ctx, x, mix=local)
+    grads = torch.autograd.grad(fused.sum(), params, allow_unused=True)
+    expected = torch.autograd.grad(plain.sum(), params, allow_unused=True)
+    torch.testing.assert_close(fused, plain)
+    for a, b in zip(grads, expected):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(
+    'layer,name',
+    [(lambda: ChannelBGU(8), 'Triton gated GELU'),
+     (lambda: SpatialBGU(8, 9), 'channel-major planes, Triton gated sum')])
+def test_the_triton_kernels_are_offered_only_when_asked_for(layer, name):
+    names = [impl.name for impl in layer().compute.candidates]
     with triton_kernels.kernels(False):
-        assert 'Triton gated GELU' not in [
-            impl.name for impl in ChannelBGU(8).compute.candidates
-        ]
+        assert name not in [impl.name for impl in layer().compute.candidates]
     with triton_kernels.kernels(True):
-        unit = ChannelBGU(8)
-    assert triton_kernels.enabled() == ('Triton gated GELU' in names)
+        unit = layer()
+    assert triton_kernels.enabled() == (name in names)
     offered = [impl.name for impl in unit.compute.candidates]
-    assert ('Triton gated GELU' in offered) == triton_kernels.AVAILABLE
+    assert (name in offered) == triton_kernels.AVAILABLE
     # and taken on CUDA only, eagerly
     cuda = Context('', False, 'cuda', torch.bfloat16, True)
     assert registry.eager_cuda(cuda)

@@ -225,3 +225,140 @@ def test_residual_norm_on_the_cpu_is_its_reference(with_scale):
         residual_norm_forward,
         tuple(t.detach().float() if t is not None else None
               for t in (x, branch, scale, weight)) + (1e-6, torch.float32))
+
+
+# the spatial unit's gated sum and projection against float64: summands and
+# gate in the layouts the unit hands over (channel-major planes, NCHW, a
+# half of a channel-major map), planes that are no multiple of the block;
+# the elementwise product bit for bit the unfused operators'
+CHECK_GATED_SUM = textwrap.dedent('''
+    import torch
+    import torch.nn.functional as F
+    from mmparcnet.models.ops.triton import INTERPRETING
+    from mmparcnet.models.ops.triton.gated_sum import (gated_sum,
+                                                       gated_sum_linear)
+    assert INTERPRETING
+    device = DEVICE
+    generator = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=generator)
+
+    def in_layouts(bases, dtype):
+        planes, plain, wide, weight = (
+            t.to(device, dtype).requires_grad_() for t in bases)
+        channels = plain.shape[1]
+        return (planes.transpose(0, 1), plain,
+                wide.transpose(0, 1)[:, :channels], weight)
+
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.float16, 4e-3)):
+        for n, c, h, w in ((2, 5, 7, 9), (1, 3, 1, 33), (3, 4, 40, 30)):
+            for with_second in (True, False):
+                bases = [rand(c, n, h, w), rand(n, c, h, w),
+                         rand(2 * c, n, h, w), rand(6, c)]
+                upstream = rand(n * h * w, 6)
+                used = [0, 1, 2, 3] if with_second else [0, 2, 3]
+                exact = in_layouts(bases, torch.float64)
+                mixed = exact[0] + exact[1] if with_second else exact[0]
+                rows = (exact[2] * mixed).permute(0, 2, 3, 1).reshape(-1, c)
+                want = [F.linear(rows, exact[3])]
+                want += torch.autograd.grad(
+                    want[0], [exact[i] for i in used], upstream.double())
+                leaves = in_layouts(bases, dtype)
+                second = leaves[1] if with_second else None
+                out = gated_sum_linear(leaves[0], second, leaves[2],
+                                       leaves[3], dtype)
+                grads = torch.autograd.grad(
+                    out, [leaves[i] for i in used],
+                    upstream.to(device, dtype))
+                for index, (got, expected) in enumerate(
+                        zip([out, *grads], want)):
+                    assert got.dtype == dtype, (index, got.dtype)
+                    assert got.shape == expected.shape
+                    scale = max(1., expected.abs().max().item())
+                    if index == len(want) - 1:  # the weight: a sum of rows
+                        scale *= (n * h * w)**0.5
+                    error = (got.double().cpu() - expected).abs().max()
+                    assert error <= tolerance * scale, (
+                        dtype, (n, c, h, w), with_second, index, error)
+                with torch.no_grad():
+                    product, kept = gated_sum(leaves[0], second, leaves[2],
+                                              True)
+                    summed = leaves[0] + second if with_second else leaves[0]
+                    assert torch.equal(product, leaves[2] * summed)
+                    assert torch.equal(kept, summed)
+                    assert product.transpose(0, 1).is_contiguous()
+                    _, dropped = gated_sum(leaves[0], second, leaves[2],
+                                           False)
+                    assert dropped.numel() == 0
+    if device == 'cuda':  # the registration: schema, fake tensors, autograd
+        from mmparcnet.models.ops.triton.gated_sum import gated_sum_backward
+        a, b, g = (torch.randn(2, 3, 4, 5, device=device) for _ in range(3))
+        torch.library.opcheck(gated_sum, (a, b, g, True))
+        torch.library.opcheck(gated_sum, (a, None, g, False))
+        torch.library.opcheck(gated_sum_backward, (a, b, g))
+    print('ok')
+''')
+
+# the spatial unit through the kernels against its plain forward, float32
+CHECK_SPATIAL = textwrap.dedent('''
+    import torch
+    from mmparcnet.models.layers.gate_units import SpatialBGU
+    from mmparcnet.models.ops.context import call_context
+    from mmparcnet.models.ops.gate_units import spatial_planes_triton
+    from mmparcnet.models.ops.triton import INTERPRETING
+    assert INTERPRETING
+    device = DEVICE
+    torch.manual_seed(0)
+    unit = SpatialBGU(16, 11, fast_paths=False).to(device)
+    x = torch.randn(2, 6, 7, 16, device=device, requires_grad=True)
+    params = [x, *unit.parameters()]
+    fused = spatial_planes_triton(unit, call_context(x, module=unit), x)
+    grads = torch.autograd.grad(fused.square().sum(), params)
+    plain = unit.plain_forward(x)
+    expected = torch.autograd.grad(plain.square().sum(), params)
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    print('ok')
+''')
+
+
+def test_gated_sum_kernels_under_the_interpreter():
+    run_checked(CHECK_GATED_SUM, 'cpu', interpret=True)
+
+
+def test_a_spatial_unit_through_the_gated_sum_kernels_under_the_interpreter():
+    run_checked(CHECK_SPATIAL, 'cpu', interpret=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_gated_sum_kernels_on_cuda():
+    run_on_cuda(CHECK_GATED_SUM, CHECK_SPATIAL)
+
+
+def test_gated_sum_on_the_cpu_is_its_reference():
+    from mmparcnet.models.ops.triton.gated_sum import (gated_sum,
+                                                       gated_sum_backward,
+                                                       gated_sum_linear)
+    torch.manual_seed(0)
+    first, second, gate = (
+        torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+        for _ in range(3))
+    weight = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    out = gated_sum_linear(first, second, gate, weight)
+    rows = (gate * (first + second)).permute(0, 2, 3, 1).reshape(-1, 3)
+    torch.testing.assert_close(out, rows @ weight.t())
+    assert torch.autograd.gradcheck(gated_sum_linear,
+                                    (first, second, gate, weight))
+    assert torch.autograd.gradcheck(
+        lambda a, g, w: gated_sum_linear(a, None, g, w), (first, gate, weight))
+    with pytest.raises(ValueError, match='one shape'):
+        gated_sum_linear(first, second[:, :2], gate, weight)
+    with pytest.raises(ValueError, match=r'must be \(C_out, 3\)'):
+        gated_sum_linear(first, second, gate, weight[:, :2])
+    # the registration: schema, fake tensors, autograd, torch.compile
+    a, b, g = (t.detach().float() for t in (first, second, gate))
+    torch.library.opcheck(gated_sum, (a, b, g, True))
+    torch.library.opcheck(gated_sum, (a, None, g, False))
+    torch.library.opcheck(gated_sum_backward, (a, b, g))
