@@ -66,6 +66,8 @@ train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
 val_cfg = dict()
 test_cfg = dict()
 optim_wrapper = dict(
+    # mmengine's default rules, the groups as plain dicts (compile=True works)
+    constructor='PlainGroupsOptimWrapperConstructor',
     optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.05),
     # no weight decay on one-dimensional parameters (norms, biases)
     paramwise_cfg=dict(flat_decay_mult=0.0))

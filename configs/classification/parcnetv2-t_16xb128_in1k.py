@@ -25,5 +25,8 @@ model = dict(
     head=dict(in_channels=512))
 
 train_dataloader = dict(batch_size=128)
-optim_wrapper = dict(optimizer=dict(lr=4e-3))
+# the base config's parameter rules; the groups as plain dicts, so that
+# compile=True works (mmengine's ConfigDict groups stop Dynamo)
+optim_wrapper = dict(
+    constructor='PlainGroupsOptimWrapperConstructor', optimizer=dict(lr=4e-3))
 auto_scale_lr = dict(base_batch_size=2048)

@@ -121,6 +121,31 @@ def test_compiled_blocks_train_as_the_eager_backbone(workspace):
     assert losses['compiled'] == pytest.approx(losses['eager'], rel=1e-3)
 
 
+def test_a_classifier_config_with_compile_true_trains_as_eager(workspace):
+    """mmengine's ``compile`` (the runner's whole train step, optimizer
+    step included) on the classification config: the eager run's losses,
+    with the same seed. Its parameter groups are plain dicts
+    (``PlainGroupsOptimWrapperConstructor``), which Dynamo can step."""
+    config = workspace / 'compiled_classifier.py'
+    config.write_text(toy_configs.CLASSIFIER)
+    losses = {}
+    for name, options in (('eager', []), ('compiled',
+                                          ['compile.backend=aot_eager'])):
+        log = mim([
+            'train', 'mmpretrain',
+            str(config), '--work-dir',
+            str(workspace / 'work_dirs' / f'compiled_classifier_{name}'),
+            '--cfg-options', 'randomness.seed=0',
+            'randomness.deterministic=True', *options
+        ], workspace)
+        losses[name] = [
+            float(v) for v in re.findall(
+                r'Epoch\(train\) \[\d+\]\[\d+/\d+\].* loss: ([0-9.]+)', log)
+        ]
+    assert len(losses['eager']) >= 3
+    assert losses['compiled'] == pytest.approx(losses['eager'], rel=1e-3)
+
+
 def test_segmentor_trains_in_bfloat16_on_the_cpu(workspace):
     """The UperNet config's AMP on a CPU: one --cfg-options switches to
     CPUAwareAmpOptimWrapper (bf16 autocast, mmengine's loss scaling)."""

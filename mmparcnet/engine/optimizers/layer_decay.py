@@ -38,10 +38,11 @@ from typing import List, Tuple
 
 from mmengine.dist import get_dist_info
 from mmengine.logging import MMLogger
-from mmengine.optim import DefaultOptimWrapperConstructor
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.instancenorm import _InstanceNorm
+
+from .plain_groups import PlainGroupsOptimWrapperConstructor
 
 DECAY_TYPES = ('layer_wise', 'stage_wise')
 
@@ -62,8 +63,10 @@ def named_parameters_with_module(module: nn.Module):
             yield f'{prefix}.{name}' if prefix else name, param, owner
 
 
-class ParCNetV2LayerDecayOptimizerConstructor(DefaultOptimWrapperConstructor):
-    """Optimizer wrapper constructor with learning-rate decay by depth.
+class ParCNetV2LayerDecayOptimizerConstructor(
+        PlainGroupsOptimWrapperConstructor):
+    """Optimizer wrapper constructor with learning-rate decay by depth
+    (its parameter groups plain dicts: :mod:`.plain_groups`).
 
     Example::
 
