@@ -53,6 +53,33 @@ inferencer = DetInferencer(model={DETECTOR!r}, device='cpu',
                            show_progress=False)
 out = inferencer([photo, small], return_datasamples=False)
 report['inferencer'] = [sorted(p) for p in out['predictions']]
+# the backbone on what the data preprocessor makes of `small`: alone
+# (padded to the size divisor), beside a copy of itself, and padded with
+# zeros into a batch with the larger photograph, where every oversized
+# kernel is resized to the padded map and meets the padding
+pre = model.data_preprocessor
+def normalized(image):
+    t = torch.from_numpy(image).permute(2, 0, 1).float()[[2, 1, 0]]
+    return (t - pre.mean) / pre.std
+def padded(t, height, width):
+    return torch.nn.functional.pad(
+        t, (0, width - t.shape[2], 0, height - t.shape[1]))
+def stages(batch, index):
+    with torch.no_grad():
+        return [f[index] for f in model.backbone(batch)]
+a = padded(normalized(small), 320, 448)
+alone = stages(a[None], 0)
+pairs = {{'same size': torch.stack([a, a]),
+         'padded': torch.stack([padded(normalized(photo), 608, 512),
+                                padded(a, 608, 512)])}}
+report['backbone_batch_vs_alone'] = {{}}
+for name, batch in pairs.items():
+    rows = []
+    for x, y in zip(alone, stages(batch, 1)):
+        y = y[:, :x.shape[1], :x.shape[2]]
+        rows.append([float((x - y).abs().max() / x.abs().max()),
+                     float((x - y).abs().mean() / x.abs().mean())])
+    report['backbone_batch_vs_alone'][name] = rows
 """,
     'mmseg':
     PHOTOS + f"""
@@ -116,6 +143,17 @@ def test_mmdet_apis_on_photographs(tmp_path):
     assert report['alone_shape'] == [320, 440]
     for keys in report['inferencer']:
         assert {'bboxes', 'labels', 'scores'} <= set(keys)
+    # an image beside another of its size: its features alone, to rounding
+    for worst, mean in report['backbone_batch_vs_alone']['same size']:
+        assert worst < 1e-5
+    # padded into a batch with a larger image, its kernels are resized to
+    # the padded map and meet the padding: the features of every stage
+    # change (docs/backbone.md, "An image in a batch")
+    padded = report['backbone_batch_vs_alone']['padded']
+    print('nano backbone, 320x448 photo padded to 608x512 vs alone, '
+          'relative max / mean |diff| per stage: ' +
+          ', '.join(f'{w:.3f} / {m:.3f}' for w, m in padded))
+    assert all(mean > 1e-3 for _, mean in padded)
 
 
 def test_mmseg_apis_on_photographs(tmp_path):
