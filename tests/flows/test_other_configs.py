@@ -8,7 +8,9 @@ segmentors with UperNet, DeepLabV3+ and SegFormer heads, and an MMPretrain
 classifier.
 
 Every iteration's loss and gradient norm must be finite and of ordinary
-size, and the backbone's weights must move. With zero conv biases (the
+size, and the backbone's weights must move; then ``mim test`` evaluates the
+trained weights with the toolbox's own test pipeline and metric (COCO mAP,
+mIoU, top-1). With zero conv biases (the
 reference initialisation) the first iteration was NaN in every one of them.
 
 The lines after the two that matter only fit the toy data to these configs
@@ -19,6 +21,7 @@ import json
 import math
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -62,6 +65,13 @@ param_scheduler = []
 val_evaluator = None
 val_dataloader = None
 val_cfg = None
+# `mim test` with the config's own test pipeline and COCO evaluation
+test_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(ann_file='annotations/instances_val2017.json',
+                 data_prefix=dict(img='val2017/'), test_mode=True, **data))
+test_evaluator = dict(
+    ann_file='data/toy_coco/annotations/instances_val2017.json')
 """
 
 ADE20K = """
@@ -87,17 +97,32 @@ train_cfg = dict(max_iters=6, val_interval=100)
 val_evaluator = None
 val_dataloader = None
 val_cfg = None
-test_evaluator = None
-test_dataloader = None
-test_cfg = None
+# `mim test` on the toy validation images at their size, mIoU
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(160, 96), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+test_dataloader = dict(
+    batch_size=1, num_workers=0, persistent_workers=False,
+    dataset=dict(_delete_=True, type='ADE20KDataset', reduce_zero_label=False,
+                 data_root='data/toy_ade/ADEChallengeData2016',
+                 data_prefix=dict(img_path='images/validation',
+                                  seg_map_path='annotations/validation'),
+                 pipeline=test_pipeline))
+test_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_cfg = dict(type='TestLoop')
 default_hooks = dict(checkpoint=dict(interval=100))
 """
 
 CONFIGS = {
     'retinanet':
     ('mmdet', 'mmdet::retinanet/retinanet_r50_fpn_1x_coco.py', (1, 2, 3), """
+# after a few iterations every box scores under the config's threshold:
+# kept all, so that COCO evaluation has boxes to score
 FIT_MODEL = dict(neck=dict(in_channels=[32, 48, 64]),
-                 bbox_head=dict(num_classes=3))
+                 bbox_head=dict(num_classes=3), test_cfg=dict(score_thr=0.0))
 """ + COCO.replace('WITH_MASK', 'False')),
     'mask_rcnn': ('mmdet', 'mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
                   (0, 1, 2, 3), """
@@ -169,7 +194,8 @@ FIT_MODEL = dict(
         dict(type='BatchSyncRandomResize', random_size_range=(96, 192),
              size_divisor=32, interval=1)]),
     neck=dict(in_channels=[32, 48, 64]),
-    bbox_head=dict(num_classes=3))
+    bbox_head=dict(num_classes=3),
+    test_cfg=dict(score_thr=0.0))  # as RetinaNet's
 """ + COCO.replace('WITH_MASK', 'False') + """
 train_dataloader = dict(
     batch_size=4, num_workers=0, persistent_workers=False,
@@ -225,7 +251,18 @@ train_cfg = dict(max_epochs=2, val_interval=100)
 val_evaluator = None
 val_dataloader = None
 val_cfg = None
+# `mim test` with the config's own test pipeline (resize, centre crop)
+test_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root='data/toy_imagenet'))
+test_evaluator = dict(topk=(1, ))  # 3 classes: no top-5
 """),
+}
+
+# the line of each toolbox's evaluation that `mim test` must print
+METRICS = {
+    'mmdet': r'coco/bbox_mAP: ',
+    'mmsegmentation': r'mIoU: ',
+    'mmpretrain': r'accuracy/top1: ',
 }
 
 # Mask2Former's loss sums 30 terms (class, mask and dice losses of each of
@@ -297,3 +334,25 @@ def test_toolbox_base_config_trains_from_the_default_init(workspace, name):
         if k.startswith('stages.') and k.endswith('mlp.fc2.weight')
     ][-1]
     assert stem > 0 and last > 0, moved
+    # then the toolbox's own test tool and evaluation on the trained weights
+    checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
+    result = subprocess.run([
+        MIM, 'test', toolbox,
+        str(config), '--checkpoint', checkpoint, '--work-dir',
+        str(work_dir / 'test')
+    ],
+                            cwd=workspace,
+                            capture_output=True,
+                            text=True,
+                            env=env,
+                            timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    assert 'Load checkpoint from' in output
+    metric = METRICS[toolbox]
+    line = next((line for line in output.splitlines()
+                 if re.search(metric + r'-?[0-9]', line)), None)
+    assert line is not None, output[-3000:]
+    value = float(re.search(metric + r'(-?[0-9.]+)', line).group(1))
+    print(f'{name}: {metric}{value}')
+    assert math.isfinite(value) and value >= 0
