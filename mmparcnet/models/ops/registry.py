@@ -93,9 +93,15 @@ def onednn_inference(ctx, *_) -> bool:
             and context.onednn_enabled())
 
 
+# the types the Triton kernels take: they compute in float32, so a float64
+# model keeps its plain paths
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
 def eager_cuda(ctx, *_) -> bool:
-    """Eager on a CUDA device."""
-    return not ctx.tracer and ctx.device == 'cuda'
+    """Eager on a CUDA device, in a type of :data:`TRITON_DTYPES`."""
+    return (not ctx.tracer and ctx.device == 'cuda'
+            and ctx.dtype in TRITON_DTYPES)
 
 
 def eager_cuda_unchecked(ctx, stage, x: Tensor) -> bool:

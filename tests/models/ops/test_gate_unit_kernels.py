@@ -205,6 +205,9 @@ def test_the_triton_kernels_are_offered_only_when_asked_for(layer, name):
     assert registry.eager_cuda(cuda)
     assert not registry.eager_cuda(cuda._replace(device='cpu'))
     assert not registry.eager_cuda(cuda._replace(tracer='dynamo'))
+    # the kernels compute in float32: a float64 model keeps its plain paths
+    assert registry.eager_cuda(cuda._replace(dtype=torch.float32))
+    assert not registry.eager_cuda(cuda._replace(dtype=torch.float64))
 
 
 # -- training: what is kept for the backward pass -----------------------------

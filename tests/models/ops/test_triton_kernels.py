@@ -291,6 +291,24 @@ CHECK_GATED_SUM = textwrap.dedent('''
                     _, dropped = gated_sum(leaves[0], second, leaves[2],
                                            False)
                     assert dropped.numel() == 0
+    # a summand the kernels must copy first (channels last), and a frozen
+    # weight: the inputs' gradients alone
+    first = rand(2, 4, 5, 6).to(device).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    second, gate = (rand(2, 4, 5, 6).to(device).requires_grad_()
+                    for _ in range(2))
+    weight, upstream = rand(3, 4).to(device), rand(60, 3).to(device)
+    out = gated_sum_linear(first, second, gate, weight, torch.float32)
+    grads = torch.autograd.grad(out, [first, second, gate], upstream)
+    exact = [t.detach().double().requires_grad_()
+             for t in (first, second, gate)]
+    want = F.linear((exact[2] * (exact[0] + exact[1])).permute(
+        0, 2, 3, 1).reshape(-1, 4), weight.double())
+    want_grads = torch.autograd.grad(want, exact, upstream.double())
+    torch.testing.assert_close(out.double(), want, rtol=1e-5, atol=1e-5)
+    for got, expected in zip(grads, want_grads):
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5,
+                                   atol=1e-5)
     if device == 'cuda':  # the registration: schema, fake tensors, autograd
         from mmparcnet.models.ops.triton.gated_sum import gated_sum_backward
         a, b, g = (torch.randn(2, 3, 4, 5, device=device) for _ in range(3))

@@ -20,9 +20,13 @@ planes, a depthwise convolution's NCHW): the kernels read any layout in
 which each channel's plane is contiguous, and write channel-major planes,
 which the projection's GEMM reads in place as a transposed operand and
 which the Toeplitz backward wants. Elementwise work is in float32, rounded
-where the unfused operators round (the sum, then the product), so the
-forward gives their values; the projections are cuBLAS GEMMs in the
-computation's type (under autocast, the autocast type).
+where the unfused operators round (the sum, then the product), so for
+float16, bfloat16 and float32 the forward's product is theirs bit for bit
+(the registry offers the kernels in those types only); the projections are
+cuBLAS GEMMs in the computation's type (under autocast, the autocast type).
+
+The two operators have no autograd formula of their own: gradients come
+from :func:`gated_sum_linear`'s autograd function, which calls both.
 """
 from typing import Optional, Tuple
 
