@@ -45,7 +45,7 @@ setup(
     long_description_content_type='text/markdown',
     license='Apache-2.0',
     # the range both ends of which CI tests (docs/environment.md)
-    python_requires='>=3.8,<3.13',
+    python_requires='>=3.8,<3.14',
     packages=find_packages(include=['mmparcnet', 'mmparcnet.*']),
     package_data={'mmparcnet': ship_configs()},
     # the model needs only these; mmdet / mmseg / mmpretrain are optional

@@ -18,7 +18,8 @@
 #                         the four stage shapes)
 #   bench_gpu_pretrain.json  the same backbones at the pretraining shape
 #                         (PRETRAIN_SIZE, default 224 224; PRETRAIN_BATCH,
-#                         default 128)
+#                         default 128), and the oversized convolution's
+#                         paths at its stage shapes and batch
 #   compiled.json         ParCNetV2-T against ConvNeXt-T compiled block by
 #                         block (inductor, dynamic sizes), bf16, at both
 #                         shapes, with the seconds that compiling took
@@ -83,9 +84,13 @@ run)
         --json "$out/bench_gpu.json" > "$out/bench_gpu.txt" 2>&1 \
         || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
     echo "$gpu" >> "$out/bench_gpu.txt"
+    # with the oversized convolution's paths at the four stage shapes at
+    # this batch: where the matmul path starts to pay (FAST_PATHS) was
+    # measured at batch 2
     timeout "${PRETRAIN_SECONDS:-100}" "$py" -m mmparcnet.tools.benchmark \
         --size "${pretrain[@]}" --backbone-batch "$pretrain_batch" \
-        --warmup 3 --repeats 10 --parts backbones \
+        --conv-batch "$pretrain_batch" \
+        --warmup 3 --repeats 10 --parts conv backbones \
         --backbones "${backbones[@]}" \
         --json "$out/bench_gpu_pretrain.json" \
         >> "$out/bench_gpu.txt" 2>&1 \

@@ -94,31 +94,38 @@ def test_config_of_another_project_trains(workspace):
     assert losses and all(float(loss) > 0 for loss in losses)
 
 
+def logged_losses(workspace, toolbox, text, name, options):
+    """Train a config with a fixed seed (and ``options`` as --cfg-options):
+    its log and the losses it logged."""
+    config = workspace / f'{name}.py'
+    config.write_text(text)
+    log = mim([
+        'train', toolbox,
+        str(config), '--work-dir',
+        str(workspace / 'work_dirs' / name), '--cfg-options',
+        'randomness.seed=0', 'randomness.deterministic=True', *options
+    ], workspace)
+    losses = [
+        float(v) for v in re.findall(
+            r'Epoch\(train\) \[\d+\]\[\d+/\d+\].* loss: ([0-9.]+)', log)
+    ]
+    return log, losses
+
+
 def test_compiled_blocks_train_as_the_eager_backbone(workspace):
     """A detector config whose backbone compiles its blocks
     (``compile_blocks``, one --cfg-options line) logs the eager run's
     losses, with the same seed."""
-    config = workspace / 'compiled_blocks.py'
-    config.write_text(toy_configs.OTHER_PROJECT)
-    losses = {}
-    for name, options in (('eager', []), ('compiled', [
-            'model.backbone.compile_blocks.backend=aot_eager'
-    ])):
-        log = mim([
-            'train', 'mmdet',
-            str(config), '--work-dir',
-            str(workspace / 'work_dirs' / f'compiled_blocks_{name}'),
-            '--cfg-options', 'randomness.seed=0',
-            'randomness.deterministic=True', *options
-        ], workspace)
-        losses[name] = [
-            float(v) for v in re.findall(
-                r'Epoch\(train\) \[\d+\]\[\d+/\d+\].* loss: ([0-9.]+)', log)
-        ]
+    _, eager = logged_losses(workspace, 'mmdet', toy_configs.OTHER_PROJECT,
+                             'compiled_blocks_eager', [])
+    log, compiled = logged_losses(
+        workspace, 'mmdet', toy_configs.OTHER_PROJECT,
+        'compiled_blocks_compiled',
+        ['model.backbone.compile_blocks.backend=aot_eager'])
     assert "ParCNetV2: 4 blocks compiled one by one (torch.compile, " \
         "{'backend': 'aot_eager'})" in log
-    assert len(losses['eager']) >= 2
-    assert losses['compiled'] == pytest.approx(losses['eager'], rel=1e-3)
+    assert len(eager) >= 2
+    assert compiled == pytest.approx(eager, rel=1e-3)
 
 
 def test_a_classifier_config_with_compile_true_trains_as_eager(workspace):
@@ -126,24 +133,14 @@ def test_a_classifier_config_with_compile_true_trains_as_eager(workspace):
     step included) on the classification config: the eager run's losses,
     with the same seed. Its parameter groups are plain dicts
     (``PlainGroupsOptimWrapperConstructor``), which Dynamo can step."""
-    config = workspace / 'compiled_classifier.py'
-    config.write_text(toy_configs.CLASSIFIER)
-    losses = {}
-    for name, options in (('eager', []), ('compiled',
-                                          ['compile.backend=aot_eager'])):
-        log = mim([
-            'train', 'mmpretrain',
-            str(config), '--work-dir',
-            str(workspace / 'work_dirs' / f'compiled_classifier_{name}'),
-            '--cfg-options', 'randomness.seed=0',
-            'randomness.deterministic=True', *options
-        ], workspace)
-        losses[name] = [
-            float(v) for v in re.findall(
-                r'Epoch\(train\) \[\d+\]\[\d+/\d+\].* loss: ([0-9.]+)', log)
-        ]
-    assert len(losses['eager']) >= 3
-    assert losses['compiled'] == pytest.approx(losses['eager'], rel=1e-3)
+    _, eager = logged_losses(workspace, 'mmpretrain', toy_configs.CLASSIFIER,
+                             'compiled_classifier_eager', [])
+    _, compiled = logged_losses(workspace, 'mmpretrain',
+                                toy_configs.CLASSIFIER,
+                                'compiled_classifier_compiled',
+                                ['compile.backend=aot_eager'])
+    assert len(eager) >= 3
+    assert compiled == pytest.approx(eager, rel=1e-3)
 
 
 def test_segmentor_trains_in_bfloat16_on_the_cpu(workspace):

@@ -278,6 +278,25 @@ LIMITS = {
 }
 
 
+def run_mim(args, cwd):
+    """``mim ARGS`` in ``cwd`` with the flow hooks importable: its output,
+    after asserting that it succeeded."""
+    env = dict(
+        os.environ,
+        PYTHONUNBUFFERED='1',
+        PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    result = subprocess.run(
+        [MIM] + args,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-5000:]
+    return output
+
+
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('other_configs')
@@ -304,21 +323,9 @@ def test_toolbox_base_config_trains_from_the_default_init(workspace, name):
     config.write_text(f'_base_ = {base!r}\nFIT_BACKBONE = dict()\n' + fit +
                       two_lines + instruments)
     work_dir = workspace / 'work_dirs' / name
-    env = dict(
-        os.environ,
-        PYTHONUNBUFFERED='1',
-        PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    result = subprocess.run(
-        [MIM, 'train', toolbox,
-         str(config), '--work-dir',
-         str(work_dir)],
-        cwd=workspace,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
+    run_mim(['train', toolbox,
+             str(config), '--work-dir',
+             str(work_dir)], workspace)
     with open(work_dir / 'training_record.json') as file:
         record = json.load(file)
     losses, grad_norms = record['losses'], record['grad_norms']
@@ -339,18 +346,11 @@ def test_toolbox_base_config_trains_from_the_default_init(workspace, name):
     assert stem > 0 and last > 0, moved
     # then the toolbox's own test tool and evaluation on the trained weights
     checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
-    result = subprocess.run([
-        MIM, 'test', toolbox,
+    output = run_mim([
+        'test', toolbox,
         str(config), '--checkpoint', checkpoint, '--work-dir',
         str(work_dir / 'test')
-    ],
-                            cwd=workspace,
-                            capture_output=True,
-                            text=True,
-                            env=env,
-                            timeout=900)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
+    ], workspace)
     assert 'Load checkpoint from' in output
     metric = METRICS[toolbox]
     line = next((line for line in output.splitlines()

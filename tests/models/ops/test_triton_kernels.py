@@ -309,6 +309,17 @@ CHECK_GATED_SUM = textwrap.dedent('''
     for got, expected in zip(grads, want_grads):
         torch.testing.assert_close(got.double(), expected, rtol=1e-5,
                                    atol=1e-5)
+    # frozen maps, a trained weight: its gradient alone (no input GEMM)
+    weight = weight.clone().requires_grad_()
+    out = gated_sum_linear(*(t.detach() for t in (first, second, gate)),
+                           weight, torch.float32)
+    grad, = torch.autograd.grad(out, [weight], upstream)
+    exact_weight = weight.detach().double().requires_grad_()
+    want = F.linear((exact[2] * (exact[0] + exact[1])).detach().permute(
+        0, 2, 3, 1).reshape(-1, 4), exact_weight)
+    want_grad, = torch.autograd.grad(want, [exact_weight], upstream.double())
+    torch.testing.assert_close(grad.double(), want_grad, rtol=1e-5,
+                               atol=1e-5)
     if device == 'cuda':  # the registration: schema, fake tensors, autograd
         from mmparcnet.models.ops.triton.gated_sum import gated_sum_backward
         a, b, g = (torch.randn(2, 3, 4, 5, device=device) for _ in range(3))

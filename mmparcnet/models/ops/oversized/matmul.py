@@ -29,12 +29,20 @@ from .resize import resize_1d
 from .toeplitz import gather_index, toeplitz
 
 
-def _by_plane(matrices: Tensor, planes: Tensor) -> Tensor:
-    """``matrices[c] @ planes[c, n]`` for (C, M, K) matrices and (C, N, K, W)
-    planes: (C, N, M, W)."""
-    if planes.shape[1] == 1:
-        return torch.bmm(matrices, planes[:, 0])[:, None]
-    return torch.matmul(matrices[:, None], planes)
+def _rows_by_height(maps: Tensor) -> Tensor:
+    """(C, N, H, W) maps as contiguous (C, H, N, W) memory, seen as (C, H, N
+    W): each channel's vertical pass one GEMM over the whole batch (a copy
+    unless N is 1)."""
+    channels, batch, height, width = maps.shape
+    return maps.transpose(1, 2).reshape(channels, height, batch * width)
+
+
+def _maps_by_sample(rows: Tensor, batch: int, width: int) -> Tensor:
+    """The inverse of :func:`_rows_by_height`: (C, H, N W) rows to
+    contiguous (C, N, H, W) maps (a copy unless N is 1)."""
+    channels, height, _ = rows.shape
+    return rows.view(channels, height, batch, width).transpose(1,
+                                                               2).contiguous()
 
 
 def toeplitz_product(planes: Tensor,
@@ -42,18 +50,25 @@ def toeplitz_product(planes: Tensor,
                      k_w: Tensor,
                      gather: bool = False) -> Tuple[Tensor, Tensor]:
     """``T_h @ X @ T_w^T`` on each channel-major plane (C, N, H, W) for
-    (C, K) kernels, with the horizontal pass ``X @ T_w^T`` (the backward
-    pass needs it); ``gather``: the matrices in the form for symbolic
-    sizes (:func:`.toeplitz.toeplitz`)."""
+    (C, K) kernels, with the horizontal pass ``X @ T_w^T`` as
+    :func:`_rows_by_height` lays it out (the backward pass needs it);
+    ``gather``: the matrices in the form for symbolic sizes
+    (:func:`.toeplitz.toeplitz`).
+
+    Each pass is one GEMM per channel over the whole batch: the horizontal
+    one on the planes' (N H, W) rows as they lie, the vertical one on the
+    (H, N W) columns of the batch laid side by side. A batched product of
+    each sample with a shared matrix would instead copy the matrix once per
+    sample and run N times as many small GEMMs.
+    """
     channels, batch, height, width = planes.shape
     vertical = toeplitz(k_h, height, gather=gather)
     horizontal = toeplitz(k_w, width, gather=gather)
-    # seen as (C, N * H, W) the horizontal pass is one bmm
     across = torch.bmm(
-        planes.view(channels, batch * height, width),
+        planes.reshape(channels, batch * height, width),
         horizontal.transpose(1, 2))
-    across = across.view(channels, batch, height, width)
-    return _by_plane(vertical, across), across
+    across = _rows_by_height(across.view(channels, batch, height, width))
+    return _maps_by_sample(torch.bmm(vertical, across), batch, width), across
 
 
 class _ToeplitzProduct(torch.autograd.Function):
@@ -61,6 +76,7 @@ class _ToeplitzProduct(torch.autograd.Function):
     instead of the Toeplitz matrices, which autograd would keep and which
     are as large as the map itself at detection sizes (C(H^2 + W^2) against
     CNHW elements); they are built again from the kernels, two small copies.
+    Every product of the backward pass is one GEMM per channel too.
     """
 
     @staticmethod
@@ -74,7 +90,6 @@ class _ToeplitzProduct(torch.autograd.Function):
         planes, across, k_h, k_w = ctx.saved_tensors
         needs_planes, needs_h, needs_w = ctx.needs_input_grad
         channels, batch, height, width = planes.shape
-        grad = grad.contiguous()
         with torch.enable_grad():
             k_h = k_h.detach().requires_grad_(needs_h)
             k_w = k_w.detach().requires_grad_(needs_w)
@@ -83,27 +98,23 @@ class _ToeplitzProduct(torch.autograd.Function):
         # the matrices' gradients; the kernels' (each tap's sum over its
         # diagonal) come from the backward of the views that built them
         matrices, kernels, matrix_grads = [], [], []
-        if needs_h:  # sum over the batch of G_n @ A_n^T
+        grad_rows = _rows_by_height(grad)  # (C, H, N W)
+        if needs_h:  # G @ A^T, the batch summed inside the GEMM
             matrices.append(vertical)
             kernels.append(k_h)
-            products = [
-                torch.bmm(grad[:, n], across[:, n].transpose(1, 2))
-                for n in range(batch)
-            ]
-            matrix_grads.append(
-                sum(products[1:], products[0]) if products else torch.
-                zeros_like(vertical))
+            matrix_grads.append(torch.bmm(grad_rows, across.transpose(1, 2)))
         grad_planes = None
         if needs_planes or needs_w:
-            grad_across = _by_plane(vertical.detach().transpose(1, 2), grad)
-            grad_across = grad_across.view(channels, batch * height, width)
+            grad_across = _maps_by_sample(
+                torch.bmm(vertical.detach().transpose(1, 2), grad_rows), batch,
+                width).view(channels, batch * height, width)
             if needs_w:
                 matrices.append(horizontal)
                 kernels.append(k_w)
                 matrix_grads.append(
                     torch.bmm(
                         grad_across.transpose(1, 2),
-                        planes.view(channels, batch * height, width)))
+                        planes.reshape(channels, batch * height, width)))
             if needs_planes:
                 grad_planes = torch.bmm(grad_across, horizontal.detach())
                 grad_planes = grad_planes.view(planes.shape)

@@ -82,28 +82,39 @@ def _readable(maps: Tensor) -> Tensor:
 
 
 @triton.jit
-def _forward_kernel(first, second, gate, product, mixed, batch, positions,
-                    first_n, first_c, second_n, second_c, gate_n, gate_c,
-                    HAS_SECOND: tl.constexpr, KEEP_SUM: tl.constexpr,
-                    BLOCK: tl.constexpr):
-    # one plane of the channel-major output per row of the grid
+def _plane_block(batch, positions, BLOCK: tl.constexpr):
+    """This program's plane of the channel-major output (one per row of the
+    grid: channel-major, so the sample varies fastest), and its block of
+    positions in the plane with their mask."""
     plane = tl.program_id(0).to(tl.int64)
     channel = plane // batch
     sample = plane - channel * batch
     offsets = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < positions
+    return plane, sample, channel, offsets, offsets < positions
+
+
+@triton.jit
+def _load(maps, sample, channel, sample_stride, channel_stride, offsets, mask):
+    """A block of one (sample, channel) plane of ``maps``, in float32."""
+    return tl.load(
+        maps + sample * sample_stride + channel * channel_stride + offsets,
+        mask=mask).to(tl.float32)
+
+
+@triton.jit
+def _forward_kernel(first, second, gate, product, mixed, batch, positions,
+                    first_n, first_c, second_n, second_c, gate_n, gate_c,
+                    HAS_SECOND: tl.constexpr, KEEP_SUM: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    plane, sample, channel, offsets, mask = _plane_block(
+        batch, positions, BLOCK)
     kind = product.dtype.element_ty
-    value = tl.load(
-        first + sample * first_n + channel * first_c + offsets,
-        mask=mask).to(tl.float32)
+    value = _load(first, sample, channel, first_n, first_c, offsets, mask)
     if HAS_SECOND:
-        value += tl.load(
-            second + sample * second_n + channel * second_c + offsets,
-            mask=mask).to(tl.float32)
+        value += _load(second, sample, channel, second_n, second_c, offsets,
+                       mask)
         value = value.to(kind).to(tl.float32)  # the sum as stored
-    gating = tl.load(
-        gate + sample * gate_n + channel * gate_c + offsets,
-        mask=mask).to(tl.float32)
+    gating = _load(gate, sample, channel, gate_n, gate_c, offsets, mask)
     out = plane * positions + offsets
     tl.store(product + out, (value * gating).to(kind), mask=mask)
     if KEEP_SUM:
@@ -114,21 +125,12 @@ def _forward_kernel(first, second, gate, product, mixed, batch, positions,
 def _backward_kernel(grad, mixed, gate, grad_mixed, grad_gate, product, batch,
                      positions, grad_n, grad_c, mixed_n, mixed_c, gate_n,
                      gate_c, BLOCK: tl.constexpr):
-    plane = tl.program_id(0).to(tl.int64)
-    channel = plane // batch
-    sample = plane - channel * batch
-    offsets = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offsets < positions
+    plane, sample, channel, offsets, mask = _plane_block(
+        batch, positions, BLOCK)
     kind = product.dtype.element_ty
-    upstream = tl.load(
-        grad + sample * grad_n + channel * grad_c + offsets,
-        mask=mask).to(tl.float32)
-    value = tl.load(
-        mixed + sample * mixed_n + channel * mixed_c + offsets,
-        mask=mask).to(tl.float32)
-    gating = tl.load(
-        gate + sample * gate_n + channel * gate_c + offsets,
-        mask=mask).to(tl.float32)
+    upstream = _load(grad, sample, channel, grad_n, grad_c, offsets, mask)
+    value = _load(mixed, sample, channel, mixed_n, mixed_c, offsets, mask)
+    gating = _load(gate, sample, channel, gate_n, gate_c, offsets, mask)
     out = plane * positions + offsets
     tl.store(grad_mixed + out, (upstream * gating).to(kind), mask=mask)
     tl.store(grad_gate + out, (upstream * value).to(kind), mask=mask)
@@ -230,12 +232,16 @@ class _GatedSumLinear(torch.autograd.Function):
         needs_first, needs_second, needs_gate, needs_weight = \
             ctx.needs_input_grad
         batch, channels, height, width = mixed.shape
-        # W^T @ G^T: the product's gradient as channel-major planes
-        grad_planes = torch.mm(weight.t(),
-                               grad.t()).view(channels, batch, height,
-                                              width).transpose(0, 1)
-        grad_mixed, grad_gate, product = gated_sum_backward(
-            grad_planes, mixed, gate)
+        grad_mixed = grad_gate = None
+        if needs_first or needs_second or needs_gate:
+            # W^T @ G^T: the product's gradient as channel-major planes
+            grad_planes = torch.mm(weight.t(),
+                                   grad.t()).view(channels, batch, height,
+                                                  width).transpose(0, 1)
+            grad_mixed, grad_gate, product = gated_sum_backward(
+                grad_planes, mixed, gate)
+        else:  # the weight's gradient alone: the product again, no GEMM
+            product, _ = gated_sum(mixed, None, gate, False)
         grad_weight = (
             torch.mm(grad.t(),
                      _rows(product).t()) if needs_weight else None)
