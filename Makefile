@@ -3,7 +3,7 @@
 # compiled once per machine and cached outside the clone) and, for the tests,
 # .venv-torch2.1-core/ (the old end of the supported range: Python 3.8,
 # PyTorch 2.1.2, numpy 1.24, no mmcv; the toolbox tests skip there) and
-# .venv-torch2.15-core/ (the new end: Python 3.12, PyTorch 2.15, no mmcv).
+# .venv-torch2.15-core/ (the new end: Python 3.13, PyTorch 2.15, no mmcv).
 .PHONY: env env-old-end env-new-end demo lint test test-pinned test-old-end \
 	test-new-end
 

@@ -12,14 +12,15 @@
 #   results.txt, failures.txt  each test's outcome, each failure's traceback
 #   bench_gpu.txt/.json   the benchmark at the detection shape (and
 #                         nvidia-smi's line for the GPU): ParCNetV2-T
-#                         (automatic paths, and with the opt-in Triton
-#                         kernels) against ConvNeXt-T, fp32 and bf16 (with
+#                         (automatic paths, with the opt-in Triton kernels,
+#                         and with the opt-in channels-last 7x7
+#                         convolution) against ConvNeXt-T, fp32 and bf16 (with
 #                         CONV=1 also the oversized convolution's paths at
 #                         the four stage shapes)
 #   bench_gpu_pretrain.json  the same backbones at the pretraining shape
 #                         (PRETRAIN_SIZE, default 224 224; PRETRAIN_BATCH,
-#                         default 128), and the oversized convolution's
-#                         paths at its stage shapes and batch
+#                         default 128); the oversized convolution's paths
+#                         at its stage shapes and batch go into the text
 #   compiled.json         ParCNetV2-T against ConvNeXt-T compiled block by
 #                         block (inductor, dynamic sizes), bf16, at both
 #                         shapes, with the seconds that compiling took
@@ -48,7 +49,8 @@ run)
     size=(${SIZE:-800 1216})
     pretrain=(${PRETRAIN_SIZE:-224 224})
     pretrain_batch=${PRETRAIN_BATCH:-128}
-    backbones=(ParCNetV2-T 'ParCNetV2-T (Triton)' ConvNeXt-T)
+    backbones=(ParCNetV2-T 'ParCNetV2-T (Triton)' 'ParCNetV2-T (cuDNN 7x7)'
+               ConvNeXt-T)
     mkdir -p "$out"
     export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
     if [ -d .whl ]; then
@@ -68,7 +70,7 @@ run)
     workers=()
     if "$py" -c 'import xdist' 2>/dev/null; then workers=(-n 8); fi
     OMP_NUM_THREADS=2 OUT=$out PYTHONPATH=$PYTHONPATH:$PWD/.ci \
-        timeout "${TEST_SECONDS:-100}" "$py" -m pytest tests/models \
+        timeout "${TEST_SECONDS:-90}" "$py" -m pytest tests/models \
         -o addopts= -p no:cacheprovider -p pytest_stream_log -rs \
         ${workers[@]+"${workers[@]}"} \
         > "$out/tests.txt" 2>&1 \
@@ -79,21 +81,24 @@ run)
     parts=(backbones)
     if [ "${CONV:-0}" = 1 ]; then parts=(conv backbones); fi
     timeout "${BENCH_SECONDS:-100}" "$py" -m mmparcnet.tools.benchmark \
-        --size "${size[@]}" --warmup 5 --repeats 20 --parts "${parts[@]}" \
+        --size "${size[@]}" --warmup 5 --repeats 15 --parts "${parts[@]}" \
         --backbones "${backbones[@]}" \
         --json "$out/bench_gpu.json" > "$out/bench_gpu.txt" 2>&1 \
         || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
     echo "$gpu" >> "$out/bench_gpu.txt"
-    # with the oversized convolution's paths at the four stage shapes at
-    # this batch: where the matmul path starts to pay (FAST_PATHS) was
-    # measured at batch 2
     timeout "${PRETRAIN_SECONDS:-100}" "$py" -m mmparcnet.tools.benchmark \
         --size "${pretrain[@]}" --backbone-batch "$pretrain_batch" \
-        --conv-batch "$pretrain_batch" \
-        --warmup 3 --repeats 10 --parts conv backbones \
+        --warmup 3 --repeats 10 --parts backbones \
         --backbones "${backbones[@]}" \
         --json "$out/bench_gpu_pretrain.json" \
         >> "$out/bench_gpu.txt" 2>&1 \
+        || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
+    # the oversized convolution's paths at the four stage shapes of the
+    # pretraining shape and batch (where the matmul path starts to pay,
+    # FAST_PATHS, was measured at batch 2); its JSON goes into the text
+    timeout "${CONV_SECONDS:-40}" "$py" -m mmparcnet.tools.benchmark \
+        --size "${pretrain[@]}" --conv-batch "$pretrain_batch" \
+        --warmup 3 --repeats 10 --parts conv >> "$out/bench_gpu.txt" 2>&1 \
         || echo "benchmark stopped: exit $?" | tee -a "$out/bench_gpu.txt"
     # compiled block by block (compiling whole backbones for bf16 training
     # took more than 190 s on an H200), both shapes in one process: the

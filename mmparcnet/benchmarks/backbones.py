@@ -28,6 +28,7 @@ from torch import Tensor
 from mmparcnet.models import ParCNetV2
 from mmparcnet.models.compiling import compile_blocks
 from mmparcnet.models.layers import SpatialBGU
+from mmparcnet.models.ops import local_conv
 from mmparcnet.models.ops import triton as triton_kernels
 from mmparcnet.models.ops.compat import gelu
 from mmparcnet.models.ops.registry import Dispatch
@@ -37,6 +38,7 @@ from .timing import autocast_for, measure_interleaved, sync
 BASELINES = ('ConvNeXt-T', 'Swin-T')
 FAST_PATHS_OFF = 'ParCNetV2-T (fast paths off)'
 TRITON = 'ParCNetV2-T (Triton)'
+CUDNN_LOCAL = 'ParCNetV2-T (cuDNN 7x7)'
 NO_OVERSIZED_CONV = 'ParCNetV2-T (no oversized conv)'
 FORCED_IMPLS = ('direct', 'fft', 'matmul')
 
@@ -74,8 +76,8 @@ def _timm_baselines() -> Dict[str, Callable]:
 
 def _local_mix(unit: SpatialBGU, value: Tensor) -> Tensor:
     """The spatial unit's depthwise mixing without the oversized
-    convolution: the 7x7 branch alone."""
-    return unit.dwconv2(value)
+    convolution: the 7x7 branch alone, as the unit computes it."""
+    return unit.local(unit, value)
 
 
 def _plain_without_oversized_conv(unit: SpatialBGU, x: Tensor) -> Tensor:
@@ -127,6 +129,13 @@ def _with_triton_kernels() -> ParCNetV2:
         return ParCNetV2('tiny')
 
 
+def _with_cudnn_local() -> ParCNetV2:
+    """ParCNetV2-T offered the opt-in channels-last 7x7 convolution (on
+    CUDA; :mod:`mmparcnet.models.ops.local_conv`)."""
+    with local_conv.on_cudnn(True):
+        return ParCNetV2('tiny')
+
+
 def source_of(name: str, baseline_source: Optional[str]) -> Optional[str]:
     """Where a backbone comes from: mmparcnet for ParCNetV2-T and its
     variants, ``baseline_source`` (mmpretrain or timm) for the others."""
@@ -140,7 +149,8 @@ def build_backbones(
     ParCNetV2-T runs with the automatic paths (``'ParCNetV2-T'``), with one
     oversized convolution path forced (``'ParCNetV2-T (direct)'`` and so
     on), with every fast path off (:data:`FAST_PATHS_OFF`), offered the
-    opt-in Triton kernels (:data:`TRITON`) or, to account
+    opt-in Triton kernels (:data:`TRITON`) or the opt-in channels-last 7x7
+    convolution (:data:`CUDNN_LOCAL`) or, to account
     for what the oversized convolution costs, without it
     (:data:`NO_OVERSIZED_CONV`: not ParCNetV2-T's outputs). ConvNeXt-T and
     Swin-T come from mmpretrain, or from timm without it; either is needed
@@ -159,6 +169,7 @@ def build_backbones(
         FAST_PATHS_OFF: lambda: ParCNetV2('tiny', fast_paths=False),
         NO_OVERSIZED_CONV: lambda: without_oversized_conv(ParCNetV2('tiny')),
         TRITON: _with_triton_kernels,
+        CUDNN_LOCAL: _with_cudnn_local,
     }
     for impl in FORCED_IMPLS:
         builders[f'ParCNetV2-T ({impl})'] = (

@@ -52,9 +52,19 @@ class SpatialBGU(nn.Module):
         """Choose how this unit is computed (None: the process-wide
         switch)."""
         self.compute = choose('spatial_bgu', type(self).plain_forward, enabled)
+        # the 7x7 convolution inside the fast forms
+        self.local = choose('local_conv', type(self).plain_local, enabled)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if 'local' not in self.__dict__:  # pickled before it existed
+            self.local = choose('local_conv', type(self).plain_local)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.compute(self, x)
+
+    def plain_local(self, value: Tensor) -> Tensor:
+        return self.dwconv2(value)
 
     def plain_forward(self, x: Tensor) -> Tensor:
         gate, value = self.pwconv1(x.permute(0, 3, 1, 2)).chunk(2, dim=1)

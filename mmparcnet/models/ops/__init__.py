@@ -11,6 +11,8 @@ every way of computing it faster, and who decides:
   Toeplitz builder, direct / matmul / FFT);
 - :mod:`.gate_units`, :mod:`.downsampling`: the layers' fast forms;
   :mod:`.gated_linear`, :mod:`.onednn`: the kernels they use;
+- opt-in on CUDA: :mod:`.triton` (fused kernels) and :mod:`.local_conv`
+  (the 7x7 convolution on cuDNN);
 - :mod:`.compat`: private PyTorch operators and PyTorch bugs worked around.
 """
 from .context import fast_paths, fast_paths_enabled, set_fast_paths

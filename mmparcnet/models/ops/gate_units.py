@@ -18,7 +18,8 @@ when. They compute what the units' plain forwards compute, by other means:
 - **Training.** Each unit's last projection by :func:`.gated_linear`, which
   keeps the product's factors for the backward pass, not the product.
 - **On CUDA, opt-in.** Triton kernels (:mod:`.triton`): the channel unit's
-  gated GELU, and the spatial unit's sum, gating and projection.
+  gated GELU, and the spatial unit's sum, gating and projection; the 7x7
+  convolution in channels-last memory, on cuDNN (:mod:`.local_conv`).
 - **Exporting.** The forms deployment runtimes run fastest (measured in ONNX
   Runtime, docs/speed.md): a split projection as one product per half
   (slicing a product's output is a copy there, not a view), and maps as
@@ -109,8 +110,9 @@ def gated_rows_keeping_less(conv: nn.Conv2d, mixed: Tensor, gate: Tensor,
 
 
 def oversized_plus_local(unit: nn.Module, value: Tensor) -> Tensor:
-    """The spatial unit's two depthwise convolutions, summed."""
-    return unit.dwconv1(value) + unit.dwconv2(value)
+    """The spatial unit's two depthwise convolutions, summed (the 7x7 one
+    as the unit chose, :mod:`.local_conv`)."""
+    return unit.dwconv1(value) + unit.local(unit, value)
 
 
 def spatial_on_planes(unit: nn.Module,
@@ -192,7 +194,7 @@ def spatial_planes_triton(unit, ctx, x, mix=oversized_plus_local):
     gate, value = planes_by_gemm(unit.pwconv1, x).chunk(2, dim=1)
     value = gelu(value)
     if mix is oversized_plus_local:
-        first, second = unit.dwconv1(value), unit.dwconv2(value)
+        first, second = unit.dwconv1(value), unit.local(unit, value)
     else:
         first, second = mix(unit, value), None
     conv = unit.pwconv2

@@ -28,7 +28,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import context, onednn
+from . import context, local_conv, onednn
 from . import triton as triton_kernels
 from .downsampling import downsample_from_planes
 from .gate_units import (channel_exported, channel_in_place,
@@ -160,6 +160,11 @@ OPERATIONS: Dict[str, Tuple[Implementation, ...]] = {
         stage_triton,
         eager_cuda_unchecked,
         offered=triton_kernels.enabled), ),
+    'local_conv': (Implementation(
+        'channels-last memory (cuDNN)',
+        local_conv.channels_last_local,
+        eager_cuda,
+        offered=local_conv.enabled), ),
     'downsample': (Implementation('from contiguous NCHW planes',
                                   downsample_from_planes, small_cpu_map), ),
 }
