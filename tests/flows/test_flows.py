@@ -4,17 +4,13 @@ import json
 import os
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 
 from . import toy_configs
+from .mim_runs import mim
 
 pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg', 'mmpretrain')
-
-MIM = osp.join(osp.dirname(sys.executable), 'mim')
-HERE = osp.dirname(osp.abspath(__file__))  # flow_hooks.py, for the jobs
 
 
 @pytest.fixture(scope='module')
@@ -23,25 +19,6 @@ def workspace(tmp_path_factory):
     toy_configs.make_toy_data(
         root, coco=(6, 4), ade20k=(4, 2), imagenet=(2, 1))
     return root
-
-
-def mim(args, cwd, check=True):
-    env = dict(
-        os.environ,
-        PYTHONUNBUFFERED='1',
-        PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    result = subprocess.run(
-        [MIM] + args,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900)
-    output = result.stdout + result.stderr
-    if check:
-        assert result.returncode == 0, output[-5000:]
-        return output
-    return result.returncode, output
 
 
 FLOWS = [

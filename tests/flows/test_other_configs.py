@@ -21,20 +21,15 @@ mmengine compute the gradient norm (a clip threshold no gradient reaches).
 """
 import json
 import math
-import os
-import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 
+from .mim_runs import mim
 from .toy_configs import make_toy_data
 
 pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg', 'mmpretrain')
 
-HERE = osp.dirname(osp.abspath(__file__))  # flow_hooks.py, for the jobs
-MIM = osp.join(osp.dirname(sys.executable), 'mim')
 ARCH = 'dict(depths=[1, 1, 2, 1], dims=[16, 32, 48, 64])'
 TWO_LINES = f"""
 custom_imports = dict(imports=['mmparcnet', 'flow_hooks'],
@@ -278,25 +273,6 @@ LIMITS = {
 }
 
 
-def run_mim(args, cwd):
-    """``mim ARGS`` in ``cwd`` with the flow hooks importable: its output,
-    after asserting that it succeeded."""
-    env = dict(
-        os.environ,
-        PYTHONUNBUFFERED='1',
-        PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    result = subprocess.run(
-        [MIM] + args,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900)
-    output = result.stdout + result.stderr
-    assert result.returncode == 0, output[-5000:]
-    return output
-
-
 @pytest.fixture(scope='module')
 def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp('other_configs')
@@ -323,9 +299,9 @@ def test_toolbox_base_config_trains_from_the_default_init(workspace, name):
     config.write_text(f'_base_ = {base!r}\nFIT_BACKBONE = dict()\n' + fit +
                       two_lines + instruments)
     work_dir = workspace / 'work_dirs' / name
-    run_mim(['train', toolbox,
-             str(config), '--work-dir',
-             str(work_dir)], workspace)
+    mim(['train', toolbox,
+         str(config), '--work-dir',
+         str(work_dir)], workspace)
     with open(work_dir / 'training_record.json') as file:
         record = json.load(file)
     losses, grad_norms = record['losses'], record['grad_norms']
@@ -346,7 +322,7 @@ def test_toolbox_base_config_trains_from_the_default_init(workspace, name):
     assert stem > 0 and last > 0, moved
     # then the toolbox's own test tool and evaluation on the trained weights
     checkpoint = (work_dir / 'last_checkpoint').read_text().strip()
-    output = run_mim([
+    output = mim([
         'test', toolbox,
         str(config), '--checkpoint', checkpoint, '--work-dir',
         str(work_dir / 'test')

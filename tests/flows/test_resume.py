@@ -2,22 +2,14 @@
 checkpoint and restarted with ``mim train ... --resume`` ends where an
 uninterrupted job ends: iteration count, learning rate, optimizer state and
 weights, bit for bit."""
-import os
-import os.path as osp
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from mmparcnet.checkpoint.safe_io import load_checkpoint_file
 from . import toy_configs
+from .mim_runs import mim
 
 pytestmark = pytest.mark.requires('mmcv.ops', 'mmdet', 'mmseg')
-
-HERE = osp.dirname(osp.abspath(__file__))  # flow_hooks.py, for the jobs
-
-MIM = osp.join(osp.dirname(sys.executable), 'mim')
 
 # same seed, deterministic kernels, the generator states in the checkpoints
 EXACT = """
@@ -41,22 +33,11 @@ default_hooks = dict(checkpoint=dict(interval=2))
 
 
 def mim_train(args, cwd, preempted=False):
-    env = dict(
-        os.environ,
-        PYTHONUNBUFFERED='1',
-        PYTHONPATH=HERE + os.pathsep + os.environ.get('PYTHONPATH', ''))
-    result = subprocess.run(
-        [MIM, 'train'] + args,
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900)
-    output = result.stdout + result.stderr
+    returncode, output = mim(['train'] + args, cwd, check=False)
     if preempted:  # mim reports the job's own exit status
         assert 'exit status 17' in output, output[-5000:]
     else:
-        assert result.returncode == 0, output[-5000:]
+        assert returncode == 0, output[-5000:]
     return output
 
 

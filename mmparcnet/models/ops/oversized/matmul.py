@@ -41,8 +41,8 @@ def _maps_by_sample(rows: Tensor, batch: int, width: int) -> Tensor:
     """The inverse of :func:`_rows_by_height`: (C, H, N W) rows to
     contiguous (C, N, H, W) maps (a copy unless N is 1)."""
     channels, height, _ = rows.shape
-    return rows.view(channels, height, batch, width).transpose(1,
-                                                               2).contiguous()
+    maps = rows.view(channels, height, batch, width).transpose(1, 2)
+    return maps.contiguous()
 
 
 def toeplitz_product(planes: Tensor,
