@@ -10,7 +10,8 @@ every way of computing it faster, and who decides:
 - :mod:`.oversized`: the oversized convolution (math note, kernel resize,
   Toeplitz builder, direct / matmul / FFT);
 - :mod:`.gate_units`, :mod:`.downsampling`: the layers' fast forms;
-  :mod:`.gated_linear`, :mod:`.onednn`: the kernels they use;
+  :mod:`.gated_linear`, :mod:`.split_projection`, :mod:`.onednn`: the
+  kernels they use;
 - opt-in on CUDA: :mod:`.triton` (fused kernels) and :mod:`.local_conv`
   (the 7x7 convolution on cuDNN);
 - :mod:`.compat`: private PyTorch operators and PyTorch bugs worked around.

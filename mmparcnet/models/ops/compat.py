@@ -14,6 +14,10 @@ Private or unstable operators:
   oneDNN.
 - ``torch.ops.aten.gelu_backward.grad_input``: GELU's derivative written
   into a given tensor (:mod:`.gated_linear`'s blocks of rows).
+- ``torch.ops.aten.unfold_backward``: the adjoint of ``Tensor.unfold``,
+  what autograd runs for it, called directly by the matmul path's backward
+  (:func:`.oversized.toeplitz.toeplitz_adjoint`) so that no nested autograd
+  pass rebuilds the Toeplitz matrices to differentiate them.
 
 Workarounds (probed once at import, on the CPU in float32):
 
@@ -47,6 +51,14 @@ def gelu_(x: Tensor) -> Tensor:
 def gelu_backward_into(grad: Tensor, x: Tensor, out: Tensor) -> Tensor:
     """``grad * GELU'(x)`` written into ``out``."""
     return torch.ops.aten.gelu_backward.grad_input(grad, x, grad_input=out)
+
+
+def unfold_backward(grad: Tensor, input_shape, dim: int, size: int,
+                    step: int) -> Tensor:
+    """The gradient of ``input.unfold(dim, size, step)`` for an input of
+    ``input_shape``, given the windows' gradient ``grad``."""
+    return torch.ops.aten.unfold_backward(grad, list(input_shape), dim, size,
+                                          step)
 
 
 def _onednn_linear_op():

@@ -34,8 +34,9 @@ from torch import Tensor
 
 from .compat import gelu, gelu_
 from .context import Context, traced_size
-from .gated_linear import gated_linear
+from .gated_linear import gated_linear, gated_linear_halves
 from .onednn import linear as onednn_linear
+from .split_projection import split_planes_by_gemm
 
 # rows per pass of the channel unit on the CPU, so that a block's
 # intermediates stay in cache (docs/speed.md)
@@ -67,6 +68,23 @@ def planes_by_onednn(conv: nn.Conv2d, x: Tensor) -> Tensor:
     if conv.bias is not None:
         planes.add_(conv.bias[:, None])
     return planes.view(planes.shape[0], batch, height, width).transpose(0, 1)
+
+
+def gate_and_value(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
+    """:func:`planes_by_gemm`'s two halves, the gate and the value."""
+    return planes_by_gemm(conv, x).chunk(2, dim=1)
+
+
+def gate_and_value_onednn(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
+    """:func:`planes_by_onednn`'s two halves, the gate and the value."""
+    return planes_by_onednn(conv, x).chunk(2, dim=1)
+
+
+def gate_and_value_for_training(conv: nn.Conv2d, x: Tensor,
+                                ctx: Context) -> Tuple:
+    """The gate and the value by :func:`.split_planes_by_gemm`, whose
+    backward reads their gradients where they lie."""
+    return split_planes_by_gemm(conv, x, ctx.dtype)
 
 
 def _as_rows(planes: Tensor) -> Tensor:
@@ -127,7 +145,7 @@ def spatial_on_planes(unit: nn.Module,
     ``project`` and ``finish``, its GELU by ``activate``, its depthwise
     convolutions by ``mix`` (a benchmark's cost accounting leaves one
     out)."""
-    gate, value = project(unit.pwconv1, x).chunk(2, dim=1)
+    gate, value = project(unit.pwconv1, x, ctx)
     value = activate(value)
     return finish(unit.pwconv2, mix(unit, value), gate, ctx)
 
@@ -142,7 +160,7 @@ def spatial_planes(unit, ctx, x, mix=oversized_plus_local):
         unit,
         ctx,
         x,
-        project=planes_by_gemm,
+        project=gate_and_value,
         activate=gelu,
         finish=gated_rows,
         mix=mix)
@@ -154,7 +172,7 @@ def spatial_planes_in_place(unit, ctx, x, mix=oversized_plus_local):
         unit,
         ctx,
         x,
-        project=planes_by_gemm,
+        project=gate_and_value,
         activate=gelu_,
         finish=gated_rows_in_place,
         mix=mix)
@@ -166,7 +184,7 @@ def spatial_planes_onednn(unit, ctx, x, mix=oversized_plus_local):
         unit,
         ctx,
         x,
-        project=planes_by_onednn,
+        project=gate_and_value_onednn,
         activate=gelu_,
         finish=gated_rows_in_place,
         mix=mix)
@@ -178,7 +196,7 @@ def spatial_planes_keeping_less(unit, ctx, x, mix=oversized_plus_local):
         unit,
         ctx,
         x,
-        project=planes_by_gemm,
+        project=gate_and_value_for_training,
         activate=gelu,
         finish=gated_rows_keeping_less,
         mix=mix)
@@ -191,7 +209,8 @@ def spatial_planes_triton(unit, ctx, x, mix=oversized_plus_local):
     backward pass. A ``mix`` other than the two convolutions' sum (a
     benchmark's) is gated alone."""
     from .triton.gated_sum import gated_sum_linear  # where Triton runs
-    gate, value = planes_by_gemm(unit.pwconv1, x).chunk(2, dim=1)
+    project = gate_and_value_for_training if ctx.grad else gate_and_value
+    gate, value = project(unit.pwconv1, x, ctx)
     value = gelu(value)
     if mix is oversized_plus_local:
         first, second = unit.dwconv1(value), unit.local(unit, value)
@@ -263,12 +282,12 @@ def channel_in_place(unit: nn.Module, ctx: Context, x: Tensor) -> Tensor:
 
 def channel_keeping_less(unit: nn.Module, ctx: Context, x: Tensor) -> Tensor:
     """``fc2(a * GELU(b))`` keeping ``fc1``'s output for the backward pass
-    but not ``GELU(b)`` and the product (:func:`.gated_linear`), in blocks
-    of rows on the CPU (a GPU wants whole GEMMs)."""
-    value, gate = unit.fc1(x).chunk(2, dim=-1)
-    out = gated_linear(
-        value.reshape(-1, value.shape[-1]),
-        gate.reshape(-1, gate.shape[-1]),
+    but not ``GELU(b)`` and the product, its gradient as one tensor
+    (:func:`.gated_linear_halves`), in blocks of rows on the CPU (a GPU
+    wants whole GEMMs)."""
+    hidden = unit.fc1(x)
+    out = gated_linear_halves(
+        hidden.reshape(-1, hidden.shape[-1]),
         unit.fc2.weight,
         unit.fc2.bias,
         activation='gelu',

@@ -34,8 +34,59 @@ def _column_major(rows: Tensor) -> bool:
 
 
 def _blocks(rows: int, block_rows: Optional[int]):
-    step = max(1, block_rows or rows)
-    return (slice(start, start + step) for start in range(0, rows, step))
+    """Row slices of ``block_rows``; None where one block takes all (no
+    slicing at all: each slice is one more operator call)."""
+    if not block_rows or block_rows >= rows:
+        return (None, )
+    return (slice(start, start + block_rows)
+            for start in range(0, rows, block_rows))
+
+
+def _part(tensor: Optional[Tensor], rows: Optional[slice]):
+    return tensor if rows is None or tensor is None else tensor[rows]
+
+
+def _forward(value, gate, weight, bias, activation, block_rows):
+    out = value.new_empty(value.shape[0], weight.shape[0])
+    # the inputs are in the computation's type already (gated_linear), and
+    # the out= calls below have no autocast rules
+    with torch.autocast(value.device.type, enabled=False):
+        for rows in _blocks(value.shape[0], block_rows):
+            product = _part(value, rows) * _activated(
+                _part(gate, rows), activation)
+            if bias is None:
+                torch.mm(product, weight.t(), out=_part(out, rows))
+            else:
+                torch.addmm(bias, product, weight.t(), out=_part(out, rows))
+    return out
+
+
+def _backward(grad, value, gate, weight, activation, block_rows, needs,
+              grad_value, grad_gate):
+    """The gradients of value and gate written into ``grad_value`` and
+    ``grad_gate`` (None: not needed), and the weight's and bias's returned
+    (``needs``: whether each is wanted)."""
+    _, _, needs_weight, needs_bias = needs
+    grad_weight = torch.zeros_like(weight) if needs_weight else None
+    grad_bias = grad.sum(0) if needs_bias else None
+    for rows in _blocks(value.shape[0], block_rows):
+        part, gates, values = (_part(t, rows) for t in (grad, gate, value))
+        activated = _activated(gates, activation)
+        if needs_weight:
+            grad_weight.addmm_(part.t(), values * activated)
+        if grad_value is None and grad_gate is None:
+            continue
+        grad_product = (
+            weight.t().mm(part.t()).t()
+            if _column_major(value) else part.mm(weight))
+        if grad_value is not None:
+            torch.mul(grad_product, activated, out=_part(grad_value, rows))
+        if grad_gate is not None and activation == 'gelu':
+            gelu_backward_into(
+                grad_product.mul_(values), gates, out=_part(grad_gate, rows))
+        elif grad_gate is not None:
+            torch.mul(grad_product, values, out=_part(grad_gate, rows))
+    return grad_weight, grad_bias
 
 
 class _GatedLinear(torch.autograd.Function):
@@ -45,50 +96,49 @@ class _GatedLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, value, gate, weight, bias, activation, block_rows):
         ctx.activation, ctx.block_rows = activation, block_rows
-        ctx.has_bias = bias is not None
         ctx.save_for_backward(value, gate, weight)
-        out = value.new_empty(value.shape[0], weight.shape[0])
-        # the inputs are in the computation's type already (gated_linear),
-        # and the out= calls below have no autocast rules
-        with torch.autocast(value.device.type, enabled=False):
-            for rows in _blocks(value.shape[0], block_rows):
-                product = value[rows] * _activated(gate[rows], activation)
-                if bias is None:
-                    torch.mm(product, weight.t(), out=out[rows])
-                else:
-                    torch.addmm(bias, product, weight.t(), out=out[rows])
-        return out
+        return _forward(value, gate, weight, bias, activation, block_rows)
 
     @staticmethod
     def backward(ctx, grad):
         value, gate, weight = ctx.saved_tensors
-        needs_value, needs_gate, needs_weight, needs_bias = \
-            ctx.needs_input_grad[:4]
+        needs = ctx.needs_input_grad[:4]
         # empty_like keeps a dense input's layout: the gradients come out
         # as the inputs are laid out (the spatial unit's rows are
         # channel-major planes), so that no copy transposes them later
-        grad_value = torch.empty_like(value) if needs_value else None
-        grad_gate = torch.empty_like(gate) if needs_gate else None
-        grad_weight = torch.zeros_like(weight) if needs_weight else None
-        grad_bias = grad.sum(0) if needs_bias and ctx.has_bias else None
-        for rows in _blocks(value.shape[0], ctx.block_rows):
-            part, gates = grad[rows], gate[rows]
-            activated = _activated(gates, ctx.activation)
-            if needs_weight:
-                grad_weight.addmm_(part.t(), value[rows] * activated)
-            if not (needs_value or needs_gate):
-                continue
-            grad_product = (
-                weight.t().mm(part.t()).t()
-                if _column_major(value) else part.mm(weight))
-            if needs_value:
-                torch.mul(grad_product, activated, out=grad_value[rows])
-            if needs_gate and ctx.activation == 'gelu':
-                gelu_backward_into(
-                    grad_product.mul_(value[rows]), gates, out=grad_gate[rows])
-            elif needs_gate:
-                torch.mul(grad_product, value[rows], out=grad_gate[rows])
+        grad_value = torch.empty_like(value) if needs[0] else None
+        grad_gate = torch.empty_like(gate) if needs[1] else None
+        grad_weight, grad_bias = _backward(grad, value, gate, weight,
+                                           ctx.activation, ctx.block_rows,
+                                           needs, grad_value, grad_gate)
         return grad_value, grad_gate, grad_weight, grad_bias, None, None
+
+
+class _GatedLinearHalves(torch.autograd.Function):
+    """:class:`_GatedLinear` on the halves ``[value, gate]`` of one (M, 2K)
+    tensor, both gradients written into one: autograd would concatenate
+    the halves' gradients, a copy of the widest map of the channel unit."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, activation, block_rows):
+        ctx.activation, ctx.block_rows = activation, block_rows
+        ctx.save_for_backward(hidden, weight)
+        value, gate = hidden.chunk(2, dim=1)
+        return _forward(value, gate, weight, bias, activation, block_rows)
+
+    @staticmethod
+    def backward(ctx, grad):
+        hidden, weight = ctx.saved_tensors
+        needs_hidden, needs_weight, needs_bias = ctx.needs_input_grad[:3]
+        grad_hidden = torch.empty_like(hidden) if needs_hidden else None
+        grad_value, grad_gate = (
+            grad_hidden.chunk(2, dim=1) if needs_hidden else (None, None))
+        value, gate = hidden.chunk(2, dim=1)
+        grad_weight, grad_bias = _backward(
+            grad, value, gate, weight, ctx.activation, ctx.block_rows,
+            (needs_hidden, needs_hidden, needs_weight, needs_bias), grad_value,
+            grad_gate)
+        return grad_hidden, grad_weight, grad_bias, None, None
 
 
 def gated_linear(value: Tensor,
@@ -123,11 +173,36 @@ def gated_linear(value: Tensor,
     Returns:
         Tensor: (M, C_out).
     """
-    if activation not in ACTIVATIONS:
-        raise ValueError(f'unknown gate activation {activation!r}; expected '
-                         f'one of {ACTIVATIONS}')
+    _check(activation)
     dtype = dtype or context.autocast_dtype(value)
     value, gate, weight = (t.to(dtype) for t in (value, gate, weight))
     bias = None if bias is None else bias.to(dtype)
     return _GatedLinear.apply(value, gate, weight, bias, activation,
                               block_rows)
+
+
+def gated_linear_halves(hidden: Tensor,
+                        weight: Tensor,
+                        bias: Optional[Tensor] = None,
+                        activation: Optional[str] = None,
+                        block_rows: Optional[int] = None,
+                        dtype: Optional[torch.dtype] = None) -> Tensor:
+    """:func:`gated_linear` of the two halves of (M, 2K) rows, ``value,
+    gate = hidden.chunk(2, dim=1)``, as the channel unit's ``fc1`` writes
+    them; their gradient comes back as one tensor, not concatenated by
+    autograd from two. Arguments as :func:`gated_linear`'s."""
+    _check(activation)
+    if hidden.shape[1] % 2:
+        raise ValueError(f'gated_linear_halves needs an even number of '
+                         f'columns, got {hidden.shape[1]}')
+    dtype = dtype or context.autocast_dtype(hidden)
+    hidden, weight = hidden.to(dtype), weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    return _GatedLinearHalves.apply(hidden, weight, bias, activation,
+                                    block_rows)
+
+
+def _check(activation: Optional[str]) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f'unknown gate activation {activation!r}; expected '
+                         f'one of {ACTIVATIONS}')

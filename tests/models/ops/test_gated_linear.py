@@ -3,8 +3,9 @@ for the backward pass, against the plain ops."""
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.profiler import profile
 
-from mmparcnet.models.ops.gated_linear import gated_linear
+from mmparcnet.models.ops.gated_linear import gated_linear, gated_linear_halves
 
 
 def plain_gated_linear(value, gate, weight, bias, activation):
@@ -55,6 +56,45 @@ def test_gated_linear_equals_the_plain_ops(activation, with_bias, layout,
     # planes stay so: no transposing copy later)
     strides = (1, 37) if layout == 'planes' else (6, 1)
     assert [g.stride() for g in results[0][1:3]] == [strides, strides]
+
+
+@pytest.mark.parametrize('activation', [None, 'gelu'])
+@pytest.mark.parametrize('block_rows', [None, 5])
+def test_gated_linear_halves_equals_the_plain_ops(activation, block_rows):
+    generator = torch.Generator().manual_seed(1)
+    hidden, weight, bias = (
+        torch.randn(*shape, generator=generator, dtype=torch.float64)
+        for shape in ((37, 12), (5, 6), (5, )))
+    grad = torch.randn(37, 5, generator=generator, dtype=torch.float64)
+    results = []
+    for halves in (True, False):
+        args = [
+            t.detach().requires_grad_(True) for t in (hidden, weight, bias)
+        ]
+        if halves:
+            out = gated_linear_halves(*args, activation, block_rows)
+        else:
+            out = plain_gated_linear(*args[0].chunk(2, dim=1), *args[1:],
+                                     activation)
+        out.backward(grad)
+        results.append([out] + [a.grad for a in args])
+    for actual, expected in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_gated_linear_halves_writes_one_gradient_without_concatenating():
+    hidden = torch.randn(8, 6, requires_grad=True)
+    out = gated_linear_halves(hidden, torch.randn(3, 3), activation='gelu')
+    with profile() as prof:
+        out.sum().backward()
+    ops = {event.name for event in prof.events()}
+    assert 'aten::gelu_backward' in ops and 'aten::cat' not in ops
+    assert hidden.grad.shape == (8, 6) and hidden.grad.is_contiguous()
+
+
+def test_gated_linear_halves_needs_an_even_width():
+    with pytest.raises(ValueError, match='even number of columns, got 5'):
+        gated_linear_halves(torch.ones(2, 5), torch.ones(1, 2))
 
 
 def test_gated_linear_computes_only_the_gradients_asked_for():

@@ -26,7 +26,7 @@ from torch import Tensor
 from .. import context
 from ..context import Context, traced_size
 from .resize import resize_1d
-from .toeplitz import gather_index, toeplitz
+from .toeplitz import gather_index, toeplitz, toeplitz_adjoint
 
 
 def _rows_by_height(maps: Tensor) -> Tensor:
@@ -76,7 +76,9 @@ class _ToeplitzProduct(torch.autograd.Function):
     instead of the Toeplitz matrices, which autograd would keep and which
     are as large as the map itself at detection sizes (C(H^2 + W^2) against
     CNHW elements); they are built again from the kernels, two small copies.
-    Every product of the backward pass is one GEMM per channel too.
+    Every product of the backward pass is one GEMM per channel too, and the
+    kernels' gradients come from the matrices' by
+    :func:`.toeplitz.toeplitz_adjoint`.
     """
 
     @staticmethod
@@ -90,39 +92,26 @@ class _ToeplitzProduct(torch.autograd.Function):
         planes, across, k_h, k_w = ctx.saved_tensors
         needs_planes, needs_h, needs_w = ctx.needs_input_grad
         channels, batch, height, width = planes.shape
-        with torch.enable_grad():
-            k_h = k_h.detach().requires_grad_(needs_h)
-            k_w = k_w.detach().requires_grad_(needs_w)
-            vertical = toeplitz(k_h, height)
-            horizontal = toeplitz(k_w, width)
-        # the matrices' gradients; the kernels' (each tap's sum over its
-        # diagonal) come from the backward of the views that built them
-        matrices, kernels, matrix_grads = [], [], []
+        vertical = toeplitz(k_h, height)
         grad_rows = _rows_by_height(grad)  # (C, H, N W)
+        grad_h = grad_w = grad_planes = None
         if needs_h:  # G @ A^T, the batch summed inside the GEMM
-            matrices.append(vertical)
-            kernels.append(k_h)
-            matrix_grads.append(torch.bmm(grad_rows, across.transpose(1, 2)))
-        grad_planes = None
+            grad_h = toeplitz_adjoint(
+                torch.bmm(grad_rows, across.transpose(1, 2)), k_h.shape[1])
         if needs_planes or needs_w:
             grad_across = _maps_by_sample(
-                torch.bmm(vertical.detach().transpose(1, 2), grad_rows), batch,
+                torch.bmm(vertical.transpose(1, 2), grad_rows), batch,
                 width).view(channels, batch * height, width)
             if needs_w:
-                matrices.append(horizontal)
-                kernels.append(k_w)
-                matrix_grads.append(
+                grad_w = toeplitz_adjoint(
                     torch.bmm(
                         grad_across.transpose(1, 2),
-                        planes.reshape(channels, batch * height, width)))
+                        planes.reshape(channels, batch * height, width)),
+                    k_w.shape[1])
             if needs_planes:
-                grad_planes = torch.bmm(grad_across, horizontal.detach())
+                grad_planes = torch.bmm(grad_across, toeplitz(k_w, width))
                 grad_planes = grad_planes.view(planes.shape)
-        kernel_grads = (
-            torch.autograd.grad(matrices, kernels, matrix_grads)
-            if matrices else ())
-        return (grad_planes, kernel_grads[0] if needs_h else None,
-                kernel_grads[-1] if needs_w else None)
+        return grad_planes, grad_h, grad_w
 
 
 def matmul(x: Tensor, k_h: Tensor, k_w: Tensor, ctx: Context) -> Tensor:
@@ -130,9 +119,10 @@ def matmul(x: Tensor, k_h: Tensor, k_w: Tensor, ctx: Context) -> Tensor:
     the map ((C, 1, K_h, 1), (C, 1, 1, K_w)), by Toeplitz products; the
     result is an NCHW view of channel-major memory."""
     # under autocast in its type, as autocast would run the products
+    # (views: indexing would cost a zero-filled copy each in the backward)
     dtype = ctx.dtype
-    k_h = k_h[:, 0, :, 0].to(dtype)
-    k_w = k_w[:, 0, 0, :].to(dtype)
+    k_h = k_h.reshape(k_h.shape[0], k_h.shape[2]).to(dtype)
+    k_w = k_w.reshape(k_w.shape[0], k_w.shape[3]).to(dtype)
     # channel-major planes (C, N, H, W) (a copy unless x is laid out so)
     planes = x.transpose(0, 1).to(dtype).contiguous()
     if ctx.tracer:  # plain ops for them

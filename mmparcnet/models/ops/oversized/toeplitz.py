@@ -18,12 +18,17 @@ construction:
   The gather takes whole rows of channels (taps first), then transposes:
   in ONNX Runtime, gathering single elements, or building the matrices
   from repeated slices, costs up to twice as much.
+
+Its adjoint, :func:`toeplitz_adjoint`, takes the matrices' gradient back to
+the kernel's: each tap's gradient is the sum over the diagonal it fills.
 """
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..compat import unfold_backward
 
 
 def toeplitz(kernel: Tensor,
@@ -59,6 +64,20 @@ def toeplitz(kernel: Tensor,
     # never read): fewer shape nodes in the exported graph
     window = F.pad(kernel, (0, 1)) if spans_map else _window(kernel, size, 1)
     return window.t()[index].permute(2, 0, 1)
+
+
+def toeplitz_adjoint(grad: Tensor, taps: int) -> Tensor:
+    """The gradient of a (C, K) kernel with ``K = taps``, given that of its
+    strided-view matrices ``toeplitz(kernel, size)``, (C, size, size): each
+    tap's gradient is the sum over its diagonal, zero for taps that never
+    meet the signal. The backward of the views' construction (flip, then
+    the windows' adjoint), without an autograd pass."""
+    channels, size, _ = grad.shape
+    window = unfold_backward(
+        grad.flip(1), (channels, 2 * size - 1), 1, size, 1)
+    # the window is the kernel's centre, cropped or zero-padded (_window)
+    margin = taps // 2 - (size - 1)
+    return window if margin == 0 else F.pad(window, (margin, margin))
 
 
 def gather_index(size, device: torch.device) -> Tensor:

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from mmparcnet.models.ops.oversized.toeplitz import gather_index, toeplitz
+from mmparcnet.models.ops.oversized.toeplitz import (gather_index, toeplitz,
+                                                     toeplitz_adjoint)
 
 
 def brute_force_toeplitz(kernel, size):
@@ -40,3 +41,18 @@ def test_a_kernel_that_spans_the_map_is_used_as_it_is(gathered):
     counts = torch.tensor([size - abs(d) for d in range(-size + 1, size)],
                           dtype=grad.dtype)
     torch.testing.assert_close(grad, counts.expand(2, -1))
+
+
+@pytest.mark.parametrize('taps,size', [(7, 4), (7, 1), (3, 9), (15, 8), (1, 3),
+                                       (9, 5), (13, 2)])
+def test_toeplitz_adjoint_is_the_gradient_through_the_matrices(taps, size):
+    generator = torch.Generator().manual_seed(taps * 100 + size)
+    kernel = torch.randn(3, taps, generator=generator, dtype=torch.float64)
+    grad = torch.randn(3, size, size, generator=generator, dtype=torch.float64)
+    # independent: through the brute-force construction
+    leaf = kernel.requires_grad_()
+    expected, = torch.autograd.grad(
+        brute_force_toeplitz(leaf, size), leaf, grad)
+    actual = toeplitz_adjoint(grad, taps)
+    assert actual.shape == (3, taps)
+    torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)

@@ -1,0 +1,104 @@
+"""The spatial unit's first projection as two halves of channel-major
+planes, for training.
+
+``pwconv1`` maps channels-last rows (N, H, W, C) to 2C channel-major planes
+(:func:`.gate_units.planes_by_gemm`), split into the gate and the value.
+Autograd would take that split's gradient back by concatenating the two
+halves' gradients (a copy of the 2C-wide map, in NCHW order) and then
+transposing it to channel-major planes for the GEMMs (a second copy).
+:func:`split_planes_by_gemm` reads each half's gradient where it lies
+instead: the input's gradient as two GEMMs accumulated into one, the
+weight's and bias's written by halves.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+
+def _as_planes(grad: Tensor) -> Tensor:
+    """An NCHW map's gradient as (C, N H W) rows of channels: a view where
+    it is laid out as channel-major planes, a copy otherwise."""
+    return grad.transpose(0, 1).reshape(grad.shape[1], -1)
+
+
+class _SplitPlanes(torch.autograd.Function):
+    """``W @ rows^T + b`` into (2C, N, H, W) planes, returned as the NCHW
+    views of its two halves."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        batch, height, width, channels = x.shape
+        rows = x.reshape(-1, channels)
+        ctx.save_for_backward(rows, weight)
+        ctx.has_bias, ctx.x_shape = bias is not None, x.shape
+        if bias is None:
+            planes = torch.mm(weight, rows.t())
+        else:
+            planes = torch.addmm(bias[:, None], weight, rows.t())
+        planes = planes.view(planes.shape[0], batch, height, width)
+        gate, value = planes.transpose(0, 1).chunk(2, dim=1)
+        return gate, value
+
+    @staticmethod
+    def backward(ctx, grad_gate, grad_value):
+        rows, weight = ctx.saved_tensors
+        needs_x, needs_weight, needs_bias = ctx.needs_input_grad
+        half = weight.shape[0] // 2
+        grads = [
+            None if grad is None else _as_planes(grad)
+            for grad in (grad_gate, grad_value)
+        ]
+        grad_x = grad_weight = grad_bias = None
+        if needs_x:
+            grad_x = rows.new_zeros(rows.shape) if None in grads else None
+            for part, grad in zip(weight.split(half), grads):
+                if grad is None:
+                    continue
+                if grad_x is None:
+                    grad_x = torch.mm(grad.t(), part)
+                else:
+                    grad_x.addmm_(grad.t(), part)
+            grad_x = grad_x.view(ctx.x_shape)
+        if needs_weight:
+            grad_weight = torch.empty_like(weight)
+            for out, grad in zip(grad_weight.split(half), grads):
+                if grad is None:
+                    out.zero_()
+                else:
+                    torch.mm(grad, rows, out=out)
+        if needs_bias and ctx.has_bias:
+            grad_bias = weight.new_empty(weight.shape[0])
+            for out, grad in zip(grad_bias.split(half), grads):
+                if grad is None:
+                    out.zero_()
+                else:
+                    torch.sum(grad, 1, out=out)
+        return grad_x, grad_weight, grad_bias
+
+
+def split_planes_by_gemm(
+        conv: nn.Conv2d,
+        x: Tensor,
+        dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
+    """The 1x1 convolution ``conv`` of channels-last rows (N, H, W, C_in)
+    to channel-major planes (2C, N, H, W), as the NCHW views of its two
+    halves ``(gate, value)``; their gradients are read where they lie.
+
+    Args:
+        conv (nn.Conv2d): the 1x1 convolution, with an even number of
+            output channels.
+        x (Tensor): channels-last input (N, H, W, C_in).
+        dtype (torch.dtype, optional): the computation's type (under
+            autocast its type, as ``F.linear`` would cast); None: ``x``'s.
+            Defaults to None.
+
+    Returns:
+        tuple[Tensor, Tensor]: the gate and the value, each (N, C, H, W).
+    """
+    dtype = dtype or x.dtype
+    weight = conv.weight.flatten(1).to(dtype)
+    bias = None if conv.bias is None else conv.bias.to(dtype)
+    with torch.autocast(x.device.type, enabled=False):
+        return _SplitPlanes.apply(x.to(dtype), weight, bias)
