@@ -12,6 +12,9 @@ as the unit's input that the channel unit keeps, 6 instead of 11, the
 spatial unit one fewer. It goes ``block_rows`` rows at a time, forward and
 backward, so that a block's intermediates stay in cache; on the CPU that
 pays for the extra elementwise passes (docs/speed.md).
+:func:`gated_linear_halves` takes value and gate as the two halves of one
+tensor, as the channel unit's ``fc1`` writes them, and writes their
+gradients into one tensor (autograd would concatenate two).
 """
 from typing import Optional
 
