@@ -30,7 +30,7 @@ Workarounds (probed once at import, on the CPU in float32):
   planes, the gradient coming back in another layout), so training diverged
   at the first step: :func:`gelu` (CPU only).
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -53,8 +53,8 @@ def gelu_backward_into(grad: Tensor, x: Tensor, out: Tensor) -> Tensor:
     return torch.ops.aten.gelu_backward.grad_input(grad, x, grad_input=out)
 
 
-def unfold_backward(grad: Tensor, input_shape, dim: int, size: int,
-                    step: int) -> Tensor:
+def unfold_backward(grad: Tensor, input_shape: Sequence[int], dim: int,
+                    size: int, step: int) -> Tensor:
     """The gradient of ``input.unfold(dim, size, step)`` for an input of
     ``input_shape``, given the windows' gradient ``grad``."""
     return torch.ops.aten.unfold_backward(grad, list(input_shape), dim, size,

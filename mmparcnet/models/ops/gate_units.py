@@ -15,8 +15,11 @@ when. They compute what the units' plain forwards compute, by other means:
   second map costs page faults on the CPU: a few per cent of the
   detection-size forward pass); in float32 on the CPU, oneDNN's GEMMs
   (:mod:`.onednn`), the channel unit in blocks of rows that stay in cache.
-- **Training.** Each unit's last projection by :func:`.gated_linear`, which
-  keeps the product's factors for the backward pass, not the product.
+- **Training.** Each unit's last projection by :func:`.gated_linear`
+  (the channel unit's :func:`.gated_linear_halves`), which keeps the
+  product's factors for the backward pass, not the product; the spatial
+  unit's first projection by :func:`.split_planes_by_gemm`. Both take the
+  gradients of a projection split in two back without concatenating them.
 - **On CUDA, opt-in.** Triton kernels (:mod:`.triton`): the channel unit's
   gated GELU, and the spatial unit's sum, gating and projection; the 7x7
   convolution in channels-last memory, on cuDNN (:mod:`.local_conv`).

@@ -64,12 +64,11 @@ def _forward(value, gate, weight, bias, activation, block_rows):
     return out
 
 
-def _backward(grad, value, gate, weight, activation, block_rows, needs,
-              grad_value, grad_gate):
+def _backward(grad, value, gate, weight, activation, block_rows, needs_weight,
+              needs_bias, grad_value, grad_gate):
     """The gradients of value and gate written into ``grad_value`` and
-    ``grad_gate`` (None: not needed), and the weight's and bias's returned
-    (``needs``: whether each is wanted)."""
-    _, _, needs_weight, needs_bias = needs
+    ``grad_gate`` (None: not needed); the weight's and the bias's returned
+    where needed (else None)."""
     grad_weight = torch.zeros_like(weight) if needs_weight else None
     grad_bias = grad.sum(0) if needs_bias else None
     for rows in _blocks(value.shape[0], block_rows):
@@ -105,15 +104,17 @@ class _GatedLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         value, gate, weight = ctx.saved_tensors
-        needs = ctx.needs_input_grad[:4]
+        needs_value, needs_gate, needs_weight, needs_bias = \
+            ctx.needs_input_grad[:4]
         # empty_like keeps a dense input's layout: the gradients come out
         # as the inputs are laid out (the spatial unit's rows are
         # channel-major planes), so that no copy transposes them later
-        grad_value = torch.empty_like(value) if needs[0] else None
-        grad_gate = torch.empty_like(gate) if needs[1] else None
+        grad_value = torch.empty_like(value) if needs_value else None
+        grad_gate = torch.empty_like(gate) if needs_gate else None
         grad_weight, grad_bias = _backward(grad, value, gate, weight,
                                            ctx.activation, ctx.block_rows,
-                                           needs, grad_value, grad_gate)
+                                           needs_weight, needs_bias,
+                                           grad_value, grad_gate)
         return grad_value, grad_gate, grad_weight, grad_bias, None, None
 
 
@@ -137,11 +138,21 @@ class _GatedLinearHalves(torch.autograd.Function):
         grad_value, grad_gate = (
             grad_hidden.chunk(2, dim=1) if needs_hidden else (None, None))
         value, gate = hidden.chunk(2, dim=1)
-        grad_weight, grad_bias = _backward(
-            grad, value, gate, weight, ctx.activation, ctx.block_rows,
-            (needs_hidden, needs_hidden, needs_weight, needs_bias), grad_value,
-            grad_gate)
+        grad_weight, grad_bias = _backward(grad, value, gate, weight,
+                                           ctx.activation, ctx.block_rows,
+                                           needs_weight, needs_bias,
+                                           grad_value, grad_gate)
         return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def _check_arguments(activation: Optional[str],
+                     block_rows: Optional[int]) -> None:
+    if activation not in ACTIVATIONS:
+        raise ValueError(f'unknown gate activation {activation!r}; expected '
+                         f'one of {ACTIVATIONS}')
+    if block_rows is not None and block_rows < 1:
+        raise ValueError(f'block_rows must be a positive number of rows or '
+                         f'None, got {block_rows}')
 
 
 def gated_linear(value: Tensor,
@@ -175,8 +186,12 @@ def gated_linear(value: Tensor,
 
     Returns:
         Tensor: (M, C_out).
+
+    Raises:
+        ValueError: for an unknown activation or fewer than one row per
+            block.
     """
-    _check(activation)
+    _check_arguments(activation, block_rows)
     dtype = dtype or context.autocast_dtype(value)
     value, gate, weight = (t.to(dtype) for t in (value, gate, weight))
     bias = None if bias is None else bias.to(dtype)
@@ -193,8 +208,29 @@ def gated_linear_halves(hidden: Tensor,
     """:func:`gated_linear` of the two halves of (M, 2K) rows, ``value,
     gate = hidden.chunk(2, dim=1)``, as the channel unit's ``fc1`` writes
     them; their gradient comes back as one tensor, not concatenated by
-    autograd from two. Arguments as :func:`gated_linear`'s."""
-    _check(activation)
+    autograd from two.
+
+    Args:
+        hidden (Tensor): (M, 2K) rows, the values then the gates (before
+            the activation).
+        weight (Tensor): (C_out, K) weight.
+        bias (Tensor, optional): (C_out, ) bias. Defaults to None.
+        activation (str, optional): ``None`` (identity) or ``'gelu'``
+            (exact, erf-based) on the gates. Defaults to None.
+        block_rows (int, optional): rows per pass, forward and backward;
+            None: all rows at once. Defaults to None.
+        dtype (torch.dtype, optional): the computation's type; None: the
+            type autocast would run ``hidden``'s products in. Defaults to
+            None.
+
+    Returns:
+        Tensor: (M, C_out).
+
+    Raises:
+        ValueError: for an odd width, an unknown activation or fewer than
+            one row per block.
+    """
+    _check_arguments(activation, block_rows)
     if hidden.shape[1] % 2:
         raise ValueError(f'gated_linear_halves needs an even number of '
                          f'columns, got {hidden.shape[1]}')
@@ -203,9 +239,3 @@ def gated_linear_halves(hidden: Tensor,
     bias = None if bias is None else bias.to(dtype)
     return _GatedLinearHalves.apply(hidden, weight, bias, activation,
                                     block_rows)
-
-
-def _check(activation: Optional[str]) -> None:
-    if activation not in ACTIVATIONS:
-        raise ValueError(f'unknown gate activation {activation!r}; expected '
-                         f'one of {ACTIVATIONS}')

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from . import context
+
 
 def _as_planes(grad: Tensor) -> Tensor:
     """An NCHW map's gradient as (C, N H W) rows of channels: a view where
@@ -31,8 +33,14 @@ class _SplitPlanes(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         batch, height, width, channels = x.shape
         rows = x.reshape(-1, channels)
-        ctx.save_for_backward(rows, weight)
-        ctx.has_bias, ctx.x_shape = bias is not None, x.shape
+        needs_x, needs_weight, _ = ctx.needs_input_grad
+        # what a product's backward keeps: the rows for the weight's
+        # gradient, the weight for the input's
+        ctx.save_for_backward(rows if needs_weight else None,
+                              weight if needs_x else None)
+        ctx.x_shape, ctx.weight_shape = x.shape, weight.shape
+        # a half nothing used comes back as None, not as a map of zeros
+        ctx.set_materialize_grads(False)
         if bias is None:
             planes = torch.mm(weight, rows.t())
         else:
@@ -45,36 +53,33 @@ class _SplitPlanes(torch.autograd.Function):
     def backward(ctx, grad_gate, grad_value):
         rows, weight = ctx.saved_tensors
         needs_x, needs_weight, needs_bias = ctx.needs_input_grad
-        half = weight.shape[0] // 2
-        grads = [
-            None if grad is None else _as_planes(grad)
-            for grad in (grad_gate, grad_value)
-        ]
+        half = ctx.weight_shape[0] // 2
+        # (the half's output channels, its gradient as (C, N H W) rows)
+        halves = [(slice(index * half, (index + 1) * half), _as_planes(grad))
+                  for index, grad in enumerate((grad_gate, grad_value))
+                  if grad is not None]
+        if not halves:
+            return None, None, None
         grad_x = grad_weight = grad_bias = None
-        if needs_x:
-            grad_x = rows.new_zeros(rows.shape) if None in grads else None
-            for part, grad in zip(weight.split(half), grads):
-                if grad is None:
-                    continue
+        if needs_x:  # one GEMM per half, accumulated
+            for channels, grad in halves:
                 if grad_x is None:
-                    grad_x = torch.mm(grad.t(), part)
+                    grad_x = torch.mm(grad.t(), weight[channels])
                 else:
-                    grad_x.addmm_(grad.t(), part)
+                    grad_x.addmm_(grad.t(), weight[channels])
             grad_x = grad_x.view(ctx.x_shape)
+        # the parameters' gradients written by halves (zero where a half
+        # had none)
+        new = (torch.empty if len(halves) == 2 else torch.zeros)
+        like = dict(dtype=halves[0][1].dtype, device=halves[0][1].device)
         if needs_weight:
-            grad_weight = torch.empty_like(weight)
-            for out, grad in zip(grad_weight.split(half), grads):
-                if grad is None:
-                    out.zero_()
-                else:
-                    torch.mm(grad, rows, out=out)
-        if needs_bias and ctx.has_bias:
-            grad_bias = weight.new_empty(weight.shape[0])
-            for out, grad in zip(grad_bias.split(half), grads):
-                if grad is None:
-                    out.zero_()
-                else:
-                    torch.sum(grad, 1, out=out)
+            grad_weight = new(ctx.weight_shape, **like)
+            for channels, grad in halves:
+                torch.mm(grad, rows, out=grad_weight[channels])
+        if needs_bias:
+            grad_bias = new(ctx.weight_shape[0], **like)
+            for channels, grad in halves:
+                torch.sum(grad, 1, out=grad_bias[channels])
         return grad_x, grad_weight, grad_bias
 
 
@@ -90,14 +95,14 @@ def split_planes_by_gemm(
         conv (nn.Conv2d): the 1x1 convolution, with an even number of
             output channels.
         x (Tensor): channels-last input (N, H, W, C_in).
-        dtype (torch.dtype, optional): the computation's type (under
-            autocast its type, as ``F.linear`` would cast); None: ``x``'s.
-            Defaults to None.
+        dtype (torch.dtype, optional): the computation's type; None: the
+            type autocast would run ``x``'s products in (``x``'s outside
+            autocast), as ``F.linear`` would cast. Defaults to None.
 
     Returns:
         tuple[Tensor, Tensor]: the gate and the value, each (N, C, H, W).
     """
-    dtype = dtype or x.dtype
+    dtype = dtype or context.autocast_dtype(x)
     weight = conv.weight.flatten(1).to(dtype)
     bias = None if conv.bias is None else conv.bias.to(dtype)
     with torch.autocast(x.device.type, enabled=False):

@@ -60,7 +60,9 @@ def test_gated_linear_equals_the_plain_ops(activation, with_bias, layout,
 
 @pytest.mark.parametrize('activation', [None, 'gelu'])
 @pytest.mark.parametrize('block_rows', [None, 5])
-def test_gated_linear_halves_equals_the_plain_ops(activation, block_rows):
+@pytest.mark.parametrize('frozen', [None, 'hidden', 'weight', 'bias'])
+def test_gated_linear_halves_equals_the_plain_ops(activation, block_rows,
+                                                  frozen):
     generator = torch.Generator().manual_seed(1)
     hidden, weight, bias = (
         torch.randn(*shape, generator=generator, dtype=torch.float64)
@@ -69,7 +71,9 @@ def test_gated_linear_halves_equals_the_plain_ops(activation, block_rows):
     results = []
     for halves in (True, False):
         args = [
-            t.detach().requires_grad_(True) for t in (hidden, weight, bias)
+            t.detach().requires_grad_(name != frozen)
+            for name, t in zip(('hidden', 'weight', 'bias'), (hidden, weight,
+                                                              bias))
         ]
         if halves:
             out = gated_linear_halves(*args, activation, block_rows)
@@ -90,6 +94,32 @@ def test_gated_linear_halves_writes_one_gradient_without_concatenating():
     ops = {event.name for event in prof.events()}
     assert 'aten::gelu_backward' in ops and 'aten::cat' not in ops
     assert hidden.grad.shape == (8, 6) and hidden.grad.is_contiguous()
+
+
+def test_gated_linear_halves_without_a_bias():
+    hidden = torch.randn(9, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(9, 3, dtype=torch.float64)
+    gated_linear_halves(hidden, weight, activation='gelu').backward(grad)
+    actual = hidden.grad, weight.grad
+    hidden.grad = weight.grad = None
+    plain_gated_linear(*hidden.chunk(2, dim=1), weight, None,
+                       'gelu').backward(grad)
+    for a, e in zip(actual, (hidden.grad, weight.grad)):
+        torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('block_rows', [0, -1])
+def test_gated_linear_rejects_blocks_without_rows(block_rows):
+    with pytest.raises(ValueError, match='block_rows must be a positive'):
+        gated_linear(
+            torch.ones(2, 1),
+            torch.ones(2, 1),
+            torch.ones(1, 1),
+            block_rows=block_rows)
+    with pytest.raises(ValueError, match='block_rows must be a positive'):
+        gated_linear_halves(
+            torch.ones(2, 2), torch.ones(1, 1), block_rows=block_rows)
 
 
 def test_gated_linear_halves_needs_an_even_width():

@@ -5,11 +5,18 @@ import torch
 import torch.nn as nn
 from torch.profiler import profile
 
+from mmparcnet.models.ops.gate_units import planes_by_gemm
 from mmparcnet.models.ops.split_projection import split_planes_by_gemm
 
 
 def plain_halves(conv, x):
     return conv(x.permute(0, 3, 1, 2)).chunk(2, dim=1)
+
+
+def gemm_halves(conv, x):
+    """The unfused form the training path had before: one product, then the
+    split (autograd concatenates the halves' gradients)."""
+    return planes_by_gemm(conv, x).chunk(2, dim=1)
 
 
 def conv_and_input(bias, seed=0):
@@ -44,6 +51,44 @@ def test_split_planes_equal_the_convolution_and_split(bias, used, grad_layout):
     expected = gradients(plain_halves, conv, x, grads)
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('frozen', ['input', 'weight', 'bias'])
+def test_split_planes_give_the_gradients_asked_for(frozen):
+    conv, x = conv_and_input(True)
+    inputs = {'input': x, 'weight': conv.weight, 'bias': conv.bias}
+    inputs[frozen].requires_grad_(False)
+    trainable = [
+        t.requires_grad_(True) for name, t in inputs.items() if name != frozen
+    ]
+    grads = [torch.randn(2, 4, 3, 5, dtype=torch.float64) for _ in range(2)]
+    results = []
+    for halves_of in (split_planes_by_gemm, plain_halves):
+        torch.autograd.backward(list(halves_of(conv, x)), grads)
+        results.append([t.grad for t in trainable])
+        for t in trainable:
+            t.grad = None
+    assert inputs[frozen].grad is None
+    for actual, expected in zip(*results):
+        torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('frozen', ['input', 'weight'])
+def test_split_planes_keep_what_the_convolution_keeps(frozen):
+    """Only what the gradients asked for need: the rows for the weight's,
+    the weight for the input's; as the unfused product and split keep."""
+    conv, x = conv_and_input(True)
+    x.requires_grad_(frozen != 'input')
+    conv.weight.requires_grad_(frozen != 'weight')
+    kept = []
+    for halves_of in (split_planes_by_gemm, gemm_halves):
+        sizes = []
+        with torch.autograd.graph.saved_tensors_hooks(
+                lambda t: sizes.append(t.numel()) or t, lambda t: t):
+            halves_of(conv, x)
+        kept.append(sorted(sizes))
+    assert kept[0] == kept[1] == ([x.numel()] if frozen == 'input' else
+                                  [conv.weight.numel()])
 
 
 def test_split_planes_come_out_as_channel_major_views():

@@ -92,13 +92,13 @@ class _ToeplitzProduct(torch.autograd.Function):
         planes, across, k_h, k_w = ctx.saved_tensors
         needs_planes, needs_h, needs_w = ctx.needs_input_grad
         channels, batch, height, width = planes.shape
-        vertical = toeplitz(k_h, height)
         grad_rows = _rows_by_height(grad)  # (C, H, N W)
         grad_h = grad_w = grad_planes = None
         if needs_h:  # G @ A^T, the batch summed inside the GEMM
             grad_h = toeplitz_adjoint(
                 torch.bmm(grad_rows, across.transpose(1, 2)), k_h.shape[1])
         if needs_planes or needs_w:
+            vertical = toeplitz(k_h, height)
             grad_across = _maps_by_sample(
                 torch.bmm(vertical.transpose(1, 2), grad_rows), batch,
                 width).view(channels, batch * height, width)

@@ -75,9 +75,13 @@ def toeplitz_adjoint(grad: Tensor, taps: int) -> Tensor:
     channels, size, _ = grad.shape
     window = unfold_backward(
         grad.flip(1), (channels, 2 * size - 1), 1, size, 1)
-    # the window is the kernel's centre, cropped or zero-padded (_window)
-    margin = taps // 2 - (size - 1)
-    return window if margin == 0 else F.pad(window, (margin, margin))
+    # the window is the kernel's taps around its centre, cropped or
+    # zero-padded (_window): pad or crop back (negative padding crops)
+    before = taps // 2 - (size - 1)
+    after = taps - 1 - taps // 2 - (size - 1)
+    if before == after == 0:
+        return window
+    return F.pad(window, (before, after))
 
 
 def gather_index(size, device: torch.device) -> Tensor:

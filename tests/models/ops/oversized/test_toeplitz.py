@@ -44,7 +44,8 @@ def test_a_kernel_that_spans_the_map_is_used_as_it_is(gathered):
 
 
 @pytest.mark.parametrize('taps,size', [(7, 4), (7, 1), (3, 9), (15, 8), (1, 3),
-                                       (9, 5), (13, 2)])
+                                       (9, 5), (13, 2), (4, 3), (6, 2),
+                                       (2, 5)])
 def test_toeplitz_adjoint_is_the_gradient_through_the_matrices(taps, size):
     generator = torch.Generator().manual_seed(taps * 100 + size)
     kernel = torch.randn(3, taps, generator=generator, dtype=torch.float64)
