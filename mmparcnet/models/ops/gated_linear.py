@@ -145,6 +145,12 @@ class _GatedLinearHalves(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None
 
 
+def in_type(dtype: torch.dtype, *tensors: Optional[Tensor]) -> tuple:
+    """``tensors`` cast to ``dtype`` (None stays None): what the custom
+    functions here take, as autocast would cast a product's operands."""
+    return tuple(None if t is None else t.to(dtype) for t in tensors)
+
+
 def _check_arguments(activation: Optional[str],
                      block_rows: Optional[int]) -> None:
     if activation not in ACTIVATIONS:
@@ -193,8 +199,7 @@ def gated_linear(value: Tensor,
     """
     _check_arguments(activation, block_rows)
     dtype = dtype or context.autocast_dtype(value)
-    value, gate, weight = (t.to(dtype) for t in (value, gate, weight))
-    bias = None if bias is None else bias.to(dtype)
+    value, gate, weight, bias = in_type(dtype, value, gate, weight, bias)
     return _GatedLinear.apply(value, gate, weight, bias, activation,
                               block_rows)
 
@@ -235,7 +240,6 @@ def gated_linear_halves(hidden: Tensor,
         raise ValueError(f'gated_linear_halves needs an even number of '
                          f'columns, got {hidden.shape[1]}')
     dtype = dtype or context.autocast_dtype(hidden)
-    hidden, weight = hidden.to(dtype), weight.to(dtype)
-    bias = None if bias is None else bias.to(dtype)
+    hidden, weight, bias = in_type(dtype, hidden, weight, bias)
     return _GatedLinearHalves.apply(hidden, weight, bias, activation,
                                     block_rows)

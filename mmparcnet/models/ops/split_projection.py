@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from . import context
+from .gated_linear import in_type
 
 
 def _as_planes(grad: Tensor) -> Tensor:
@@ -103,7 +104,6 @@ def split_planes_by_gemm(
         tuple[Tensor, Tensor]: the gate and the value, each (N, C, H, W).
     """
     dtype = dtype or context.autocast_dtype(x)
-    weight = conv.weight.flatten(1).to(dtype)
-    bias = None if conv.bias is None else conv.bias.to(dtype)
     with torch.autocast(x.device.type, enabled=False):
-        return _SplitPlanes.apply(x.to(dtype), weight, bias)
+        return _SplitPlanes.apply(
+            *in_type(dtype, x, conv.weight.flatten(1), conv.bias))
