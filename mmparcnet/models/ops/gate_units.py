@@ -18,8 +18,9 @@ when. They compute what the units' plain forwards compute, by other means:
 - **Training.** Each unit's last projection by :func:`.gated_linear`
   (the channel unit's :func:`.gated_linear_halves`), which keeps the
   product's factors for the backward pass, not the product; the spatial
-  unit's first projection by :func:`.split_planes_by_gemm`. Both take the
-  gradients of a projection split in two back without concatenating them.
+  unit's first projection and its GELU by :func:`.split_planes_by_gemm`.
+  Both take the gradients of a projection split in two back without
+  concatenating them, the latter GELU's written as channel-major planes.
 - **On CUDA, opt-in.** Triton kernels (:mod:`.triton`): the channel unit's
   gated GELU, and the spatial unit's sum, gating and projection; the 7x7
   convolution in channels-last memory, on cuDNN (:mod:`.local_conv`).
@@ -73,21 +74,31 @@ def planes_by_onednn(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return planes.view(planes.shape[0], batch, height, width).transpose(0, 1)
 
 
-def gate_and_value(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
-    """:func:`planes_by_gemm`'s two halves, the gate and the value."""
-    return planes_by_gemm(conv, x).chunk(2, dim=1)
+def gelu_halves(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
+    """:func:`planes_by_gemm`'s two halves: the gate, and the value through
+    GELU."""
+    gate, value = planes_by_gemm(conv, x).chunk(2, dim=1)
+    return gate, gelu(value)
 
 
-def gate_and_value_onednn(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
-    """:func:`planes_by_onednn`'s two halves, the gate and the value."""
-    return planes_by_onednn(conv, x).chunk(2, dim=1)
+def gelu_halves_in_place(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
+    """:func:`gelu_halves`, GELU in place."""
+    gate, value = planes_by_gemm(conv, x).chunk(2, dim=1)
+    return gate, gelu_(value)
 
 
-def gate_and_value_for_training(conv: nn.Conv2d, x: Tensor,
-                                ctx: Context) -> Tuple:
-    """The gate and the value by :func:`.split_planes_by_gemm`, whose
-    backward reads their gradients where they lie."""
-    return split_planes_by_gemm(conv, x, ctx.dtype)
+def gelu_halves_onednn(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
+    """:func:`gelu_halves_in_place` by :func:`planes_by_onednn`."""
+    gate, value = planes_by_onednn(conv, x).chunk(2, dim=1)
+    return gate, gelu_(value)
+
+
+def gelu_halves_for_training(conv: nn.Conv2d, x: Tensor,
+                             ctx: Context) -> Tuple:
+    """:func:`gelu_halves` by :func:`.split_planes_by_gemm`, whose backward
+    reads the halves' gradients where they lie and writes GELU's into
+    channel-major planes."""
+    return split_planes_by_gemm(conv, x, ctx.dtype, activation='gelu')
 
 
 def _as_rows(planes: Tensor) -> Tensor:
@@ -141,15 +152,13 @@ def spatial_on_planes(unit: nn.Module,
                       x: Tensor,
                       *,
                       project: Callable,
-                      activate: Callable,
                       finish: Callable,
                       mix: Callable = oversized_plus_local) -> Tensor:
-    """The spatial unit on channel-major planes, its projections by
-    ``project`` and ``finish``, its GELU by ``activate``, its depthwise
+    """The spatial unit on channel-major planes: its first projection and
+    GELU by ``project``, its last projection by ``finish``, its depthwise
     convolutions by ``mix`` (a benchmark's cost accounting leaves one
     out)."""
     gate, value = project(unit.pwconv1, x, ctx)
-    value = activate(value)
     return finish(unit.pwconv2, mix(unit, value), gate, ctx)
 
 
@@ -160,13 +169,7 @@ def spatial_on_planes(unit: nn.Module,
 def spatial_planes(unit, ctx, x, mix=oversized_plus_local):
     """Public operators only (for tracers)."""
     return spatial_on_planes(
-        unit,
-        ctx,
-        x,
-        project=gate_and_value,
-        activate=gelu,
-        finish=gated_rows,
-        mix=mix)
+        unit, ctx, x, project=gelu_halves, finish=gated_rows, mix=mix)
 
 
 def spatial_planes_in_place(unit, ctx, x, mix=oversized_plus_local):
@@ -175,8 +178,7 @@ def spatial_planes_in_place(unit, ctx, x, mix=oversized_plus_local):
         unit,
         ctx,
         x,
-        project=gate_and_value,
-        activate=gelu_,
+        project=gelu_halves_in_place,
         finish=gated_rows_in_place,
         mix=mix)
 
@@ -187,20 +189,19 @@ def spatial_planes_onednn(unit, ctx, x, mix=oversized_plus_local):
         unit,
         ctx,
         x,
-        project=gate_and_value_onednn,
-        activate=gelu_,
+        project=gelu_halves_onednn,
         finish=gated_rows_in_place,
         mix=mix)
 
 
 def spatial_planes_keeping_less(unit, ctx, x, mix=oversized_plus_local):
-    """Training: the gated projection that keeps its factors."""
+    """Training: the split projection with its GELU, and the gated
+    projection that keeps its factors."""
     return spatial_on_planes(
         unit,
         ctx,
         x,
-        project=gate_and_value_for_training,
-        activate=gelu,
+        project=gelu_halves_for_training,
         finish=gated_rows_keeping_less,
         mix=mix)
 
@@ -212,9 +213,8 @@ def spatial_planes_triton(unit, ctx, x, mix=oversized_plus_local):
     backward pass. A ``mix`` other than the two convolutions' sum (a
     benchmark's) is gated alone."""
     from .triton.gated_sum import gated_sum_linear  # where Triton runs
-    project = gate_and_value_for_training if ctx.grad else gate_and_value
+    project = gelu_halves_for_training if ctx.grad else gelu_halves
     gate, value = project(unit.pwconv1, x, ctx)
-    value = gelu(value)
     if mix is oversized_plus_local:
         first, second = unit.dwconv1(value), unit.local(unit, value)
     else:

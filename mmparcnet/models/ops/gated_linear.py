@@ -69,12 +69,14 @@ def _backward(grad, value, gate, weight, activation, block_rows, needs_weight,
     """The gradients of value and gate written into ``grad_value`` and
     ``grad_gate`` (None: not needed); the weight's and the bias's returned
     where needed (else None)."""
-    grad_weight = torch.zeros_like(weight) if needs_weight else None
+    grad_weight = None
     grad_bias = grad.sum(0) if needs_bias else None
     for rows in _blocks(value.shape[0], block_rows):
         part, gates, values = (_part(t, rows) for t in (grad, gate, value))
         activated = _activated(gates, activation)
-        if needs_weight:
+        if needs_weight and grad_weight is None:  # the first block's product
+            grad_weight = part.t().mm(values * activated)
+        elif needs_weight:
             grad_weight.addmm_(part.t(), values * activated)
         if grad_value is None and grad_gate is None:
             continue

@@ -9,15 +9,24 @@ transposing it to channel-major planes for the GEMMs (a second copy).
 :func:`split_planes_by_gemm` reads each half's gradient where it lies
 instead: the input's gradient as two GEMMs accumulated into one, the
 weight's and bias's written by halves.
+
+The value goes on through a GELU, whose gradient comes back in whatever
+layout the depthwise convolutions' backward passes leave (NCHW from the
+7x7 one's), where the GEMMs want channel-major planes: with
+``activation='gelu'`` the GELU is part of the function, and its backward
+writes the value's gradient straight into channel-major planes, one pass
+where autograd would make two (GELU's backward, then the copy).
 """
 from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from . import context
-from .gated_linear import in_type
+from .compat import GELU_BACKWARD_IS_EXACT, gelu_backward_into
+from .gated_linear import ACTIVATIONS, in_type
 
 
 def _as_planes(grad: Tensor) -> Tensor:
@@ -26,19 +35,24 @@ def _as_planes(grad: Tensor) -> Tensor:
     return grad.transpose(0, 1).reshape(grad.shape[1], -1)
 
 
+def _gelu_backward_as(grad: Tensor, value: Tensor) -> Tensor:
+    """``grad * GELU'(value)`` in ``value``'s layout (channel-major planes),
+    one pass whatever ``grad``'s layout."""
+    out = torch.empty_like(value)
+    if not GELU_BACKWARD_IS_EXACT:  # wrong across layouts (.compat): align
+        grad = out.copy_(grad)
+    return gelu_backward_into(grad, value, out=out)
+
+
 class _SplitPlanes(torch.autograd.Function):
     """``W @ rows^T + b`` into (2C, N, H, W) planes, returned as the NCHW
-    views of its two halves."""
+    views of its two halves, the second through ``activation``."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, activation):
         batch, height, width, channels = x.shape
         rows = x.reshape(-1, channels)
-        needs_x, needs_weight, _ = ctx.needs_input_grad
-        # what a product's backward keeps: the rows for the weight's
-        # gradient, the weight for the input's
-        ctx.save_for_backward(rows if needs_weight else None,
-                              weight if needs_x else None)
+        needs_x, needs_weight, _, _ = ctx.needs_input_grad
         ctx.x_shape, ctx.weight_shape = x.shape, weight.shape
         # a half nothing used comes back as None, not as a map of zeros
         ctx.set_materialize_grads(False)
@@ -48,19 +62,28 @@ class _SplitPlanes(torch.autograd.Function):
             planes = torch.addmm(bias[:, None], weight, rows.t())
         planes = planes.view(planes.shape[0], batch, height, width)
         gate, value = planes.transpose(0, 1).chunk(2, dim=1)
+        # what a product's backward keeps (the rows for the weight's
+        # gradient, the weight for the input's), and what GELU's keeps
+        ctx.save_for_backward(rows if needs_weight else None,
+                              weight if needs_x else None,
+                              value if activation else None)
+        if activation == 'gelu':
+            value = F.gelu(value)  # in the value's layout, channel-major
         return gate, value
 
     @staticmethod
     def backward(ctx, grad_gate, grad_value):
-        rows, weight = ctx.saved_tensors
-        needs_x, needs_weight, needs_bias = ctx.needs_input_grad
+        rows, weight, value = ctx.saved_tensors
+        needs_x, needs_weight, needs_bias, _ = ctx.needs_input_grad
+        if grad_value is not None and value is not None:
+            grad_value = _gelu_backward_as(grad_value, value)
         half = ctx.weight_shape[0] // 2
         # (the half's output channels, its gradient as (C, N H W) rows)
         halves = [(slice(index * half, (index + 1) * half), _as_planes(grad))
                   for index, grad in enumerate((grad_gate, grad_value))
                   if grad is not None]
         if not halves:
-            return None, None, None
+            return None, None, None, None
         grad_x = grad_weight = grad_bias = None
         if needs_x:  # one GEMM per half, accumulated
             for channels, grad in halves:
@@ -81,16 +104,17 @@ class _SplitPlanes(torch.autograd.Function):
             grad_bias = new(ctx.weight_shape[0], **like)
             for channels, grad in halves:
                 torch.sum(grad, 1, out=grad_bias[channels])
-        return grad_x, grad_weight, grad_bias
+        return grad_x, grad_weight, grad_bias, None
 
 
 def split_planes_by_gemm(
         conv: nn.Conv2d,
         x: Tensor,
-        dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
+        dtype: Optional[torch.dtype] = None,
+        activation: Optional[str] = None) -> Tuple[Tensor, Tensor]:
     """The 1x1 convolution ``conv`` of channels-last rows (N, H, W, C_in)
     to channel-major planes (2C, N, H, W), as the NCHW views of its two
-    halves ``(gate, value)``; their gradients are read where they lie.
+    halves ``(gate, act(value))``; their gradients are read where they lie.
 
     Args:
         conv (nn.Conv2d): the 1x1 convolution, with an even number of
@@ -99,11 +123,21 @@ def split_planes_by_gemm(
         dtype (torch.dtype, optional): the computation's type; None: the
             type autocast would run ``x``'s products in (``x``'s outside
             autocast), as ``F.linear`` would cast. Defaults to None.
+        activation (str, optional): ``None`` (identity) or ``'gelu'``
+            (exact, erf-based) on the value, computed in ``dtype`` as
+            ``F.gelu`` after the product would be. Defaults to None.
 
     Returns:
-        tuple[Tensor, Tensor]: the gate and the value, each (N, C, H, W).
+        tuple[Tensor, Tensor]: the gate and the (activated) value, each
+        (N, C, H, W) views of channel-major memory.
+
+    Raises:
+        ValueError: for an unknown activation.
     """
+    if activation not in ACTIVATIONS:
+        raise ValueError(f'unknown value activation {activation!r}; '
+                         f'expected one of {ACTIVATIONS}')
     dtype = dtype or context.autocast_dtype(x)
     with torch.autocast(x.device.type, enabled=False):
         return _SplitPlanes.apply(
-            *in_type(dtype, x, conv.weight.flatten(1), conv.bias))
+            *in_type(dtype, x, conv.weight.flatten(1), conv.bias), activation)

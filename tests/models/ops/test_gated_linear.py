@@ -96,6 +96,27 @@ def test_gated_linear_halves_writes_one_gradient_without_concatenating():
     assert hidden.grad.shape == (8, 6) and hidden.grad.is_contiguous()
 
 
+@pytest.mark.parametrize('block_rows', [None, 3])
+def test_gated_linear_writes_the_weights_gradient_by_the_first_product(
+        block_rows):
+    """The weight's gradient is the first block's product, the others
+    accumulated into it: no zero-filled tensor (with one block, a GPU's
+    whole GEMM, one product)."""
+    hidden = torch.randn(8, 6, requires_grad=True)
+    weight = torch.randn(3, 3, requires_grad=True)
+    out = gated_linear_halves(
+        hidden, weight, activation='gelu', block_rows=block_rows)
+    with profile() as prof:
+        out.sum().backward()
+    ops = [event.name for event in prof.events()]
+    blocks = 1 if block_rows is None else 3
+    assert ops.count('aten::addmm_') == blocks - 1
+    assert 'aten::zeros_like' not in ops and 'aten::zero_' not in ops
+    value, gate = hidden.detach().chunk(2, dim=1)
+    torch.testing.assert_close(weight.grad,
+                               torch.ones(8, 3).t() @ (value * F.gelu(gate)))
+
+
 def test_gated_linear_halves_without_a_bias():
     hidden = torch.randn(9, 8, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)

@@ -1,22 +1,35 @@
 """The spatial unit's first projection as two halves for training, against
 the plain 1x1 convolution and split."""
+import functools
+
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.profiler import profile
 
+from mmparcnet.models.ops import split_projection
 from mmparcnet.models.ops.gate_units import planes_by_gemm
 from mmparcnet.models.ops.split_projection import split_planes_by_gemm
 
 
-def plain_halves(conv, x):
-    return conv(x.permute(0, 3, 1, 2)).chunk(2, dim=1)
+def activated(halves, activation):
+    gate, value = halves
+    return gate, (F.gelu(value) if activation == 'gelu' else value)
 
 
-def gemm_halves(conv, x):
+def plain_halves(conv, x, activation=None):
+    return activated(conv(x.permute(0, 3, 1, 2)).chunk(2, dim=1), activation)
+
+
+def gemm_halves(conv, x, activation=None):
     """The unfused form the training path had before: one product, then the
-    split (autograd concatenates the halves' gradients)."""
-    return planes_by_gemm(conv, x).chunk(2, dim=1)
+    split (autograd concatenates the halves' gradients), then GELU."""
+    return activated(planes_by_gemm(conv, x).chunk(2, dim=1), activation)
+
+
+def fused(activation):
+    return functools.partial(split_planes_by_gemm, activation=activation)
 
 
 def conv_and_input(bias, seed=0):
@@ -38,7 +51,9 @@ def gradients(halves_of, conv, x, grads):
 @pytest.mark.parametrize('bias', [True, False])
 @pytest.mark.parametrize('used', ['both', 'gate', 'value'])
 @pytest.mark.parametrize('grad_layout', ['NCHW', 'channel-major'])
-def test_split_planes_equal_the_convolution_and_split(bias, used, grad_layout):
+@pytest.mark.parametrize('activation', [None, 'gelu'])
+def test_split_planes_equal_the_convolution_and_split(bias, used, grad_layout,
+                                                      activation):
     conv, x = conv_and_input(bias)
     torch.manual_seed(1)
     grads = []
@@ -47,14 +62,16 @@ def test_split_planes_equal_the_convolution_and_split(bias, used, grad_layout):
         if grad_layout == 'channel-major':
             grad = grad.transpose(0, 1).contiguous().transpose(0, 1)
         grads.append(grad if used in (half, 'both') else None)
-    actual = gradients(split_planes_by_gemm, conv, x, grads)
-    expected = gradients(plain_halves, conv, x, grads)
+    actual = gradients(fused(activation), conv, x, grads)
+    expected = gradients(
+        functools.partial(plain_halves, activation=activation), conv, x, grads)
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize('frozen', ['input', 'weight', 'bias'])
-def test_split_planes_give_the_gradients_asked_for(frozen):
+@pytest.mark.parametrize('activation', [None, 'gelu'])
+def test_split_planes_give_the_gradients_asked_for(frozen, activation):
     conv, x = conv_and_input(True)
     inputs = {'input': x, 'weight': conv.weight, 'bias': conv.bias}
     inputs[frozen].requires_grad_(False)
@@ -63,7 +80,8 @@ def test_split_planes_give_the_gradients_asked_for(frozen):
     ]
     grads = [torch.randn(2, 4, 3, 5, dtype=torch.float64) for _ in range(2)]
     results = []
-    for halves_of in (split_planes_by_gemm, plain_halves):
+    for halves_of in (fused(activation),
+                      functools.partial(plain_halves, activation=activation)):
         torch.autograd.backward(list(halves_of(conv, x)), grads)
         results.append([t.grad for t in trainable])
         for t in trainable:
@@ -74,26 +92,32 @@ def test_split_planes_give_the_gradients_asked_for(frozen):
 
 
 @pytest.mark.parametrize('frozen', ['input', 'weight'])
-def test_split_planes_keep_what_the_convolution_keeps(frozen):
+@pytest.mark.parametrize('activation', [None, 'gelu'])
+def test_split_planes_keep_what_the_convolution_keeps(frozen, activation):
     """Only what the gradients asked for need: the rows for the weight's,
-    the weight for the input's; as the unfused product and split keep."""
+    the weight for the input's (and GELU its input); as the unfused
+    product, split and GELU keep."""
     conv, x = conv_and_input(True)
     x.requires_grad_(frozen != 'input')
     conv.weight.requires_grad_(frozen != 'weight')
     kept = []
-    for halves_of in (split_planes_by_gemm, gemm_halves):
+    for halves_of in (fused(activation),
+                      functools.partial(gemm_halves, activation=activation)):
         sizes = []
         with torch.autograd.graph.saved_tensors_hooks(
                 lambda t: sizes.append(t.numel()) or t, lambda t: t):
             halves_of(conv, x)
         kept.append(sorted(sizes))
-    assert kept[0] == kept[1] == ([x.numel()] if frozen == 'input' else
-                                  [conv.weight.numel()])
+    expected = [x.numel()] if frozen == 'input' else [conv.weight.numel()]
+    if activation:
+        expected = sorted(expected + [x.numel() // 6 * 4])  # the value
+    assert kept[0] == kept[1] == expected
 
 
-def test_split_planes_come_out_as_channel_major_views():
+@pytest.mark.parametrize('activation', [None, 'gelu'])
+def test_split_planes_come_out_as_channel_major_views(activation):
     conv, x = conv_and_input(True)
-    gate, value = split_planes_by_gemm(conv, x)
+    gate, value = split_planes_by_gemm(conv, x, activation=activation)
     assert gate.shape == value.shape == (2, 4, 3, 5)
     # (C, N, H, W) memory: the depthwise convolutions' planes
     assert gate.stride() == value.stride() == (15, 30, 5, 1)
@@ -115,14 +139,55 @@ def test_split_planes_take_the_gradients_back_without_concatenating():
     assert ops.count('aten::clone') == 1
 
 
+def test_split_planes_take_gelus_gradient_back_as_planes_in_one_pass():
+    """The value's gradient in NCHW memory (as the 7x7 convolution's
+    backward leaves it) goes through GELU's backward into channel-major
+    planes: no copy after it."""
+    conv, x = conv_and_input(True)
+    x.requires_grad_(True)
+    gate, value = split_planes_by_gemm(conv, x, activation='gelu')
+    grad = torch.ones(4, 2, 3, 5, dtype=torch.float64).transpose(0, 1)
+    with profile() as prof:
+        torch.autograd.backward(
+            [gate, value],
+            [grad, torch.ones(2, 4, 3, 5, dtype=torch.float64)])
+    ops = [event.name for event in prof.events()]
+    assert ops.count('aten::gelu_backward') == 1
+    assert 'aten::clone' not in ops
+    # (where GELU's backward needs one layout, the gradient is copied
+    # into the planes first: the two passes autograd would make)
+    aligned = 0 if split_projection.GELU_BACKWARD_IS_EXACT else 1
+    assert ops.count('aten::copy_') == aligned
+    # against the unfused form, whose GELU backward is followed by a copy
+    with profile() as prof:
+        torch.autograd.backward(
+            list(gemm_halves(conv, x, 'gelu')),
+            [grad, torch.ones(2, 4, 3, 5, dtype=torch.float64)])
+    assert 'aten::clone' in [event.name for event in prof.events()]
+
+
+def test_split_planes_gelu_where_its_backward_needs_one_layout(monkeypatch):
+    """Where GELU's CPU backward is wrong across layouts (PyTorch 2.1,
+    :mod:`.compat`), the gradient is laid out as the value first."""
+    monkeypatch.setattr(split_projection, 'GELU_BACKWARD_IS_EXACT', False)
+    test_split_planes_equal_the_convolution_and_split(True, 'both', 'NCHW',
+                                                      'gelu')
+
+
+def test_split_planes_refuse_an_unknown_activation():
+    conv, x = conv_and_input(True)
+    with pytest.raises(ValueError, match='unknown value activation'):
+        split_planes_by_gemm(conv, x, activation='relu')
+
+
 def test_split_planes_under_bf16_autocast_compute_in_bf16():
     conv, x = conv_and_input(True)
     conv.float()
     x = x.float()
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        gate, value = split_planes_by_gemm(conv, x, torch.bfloat16)
+        gate, value = split_planes_by_gemm(conv, x, torch.bfloat16, 'gelu')
     assert gate.dtype == value.dtype == torch.bfloat16
-    expected = torch.cat(plain_halves(conv, x), dim=1)
+    expected = torch.cat(plain_halves(conv, x, 'gelu'), dim=1)
     actual = torch.cat([gate, value], dim=1).float()
     assert ((actual - expected).norm() / expected.norm()) < 1e-2
     (gate.float().sum() + value.float().sum()).backward()
