@@ -128,3 +128,114 @@ def print_onnx_profile(rows: List[dict]) -> None:
                 for part, column in zip(parts, columns))
             print(f'{row["input"]:>9} {kind[5:]:7} {row["backbone"]:{width}} '
                   f'{cells}')
+
+
+# -- Markdown, for the README and docs/speed.md -------------------------------
+
+# Issue 28's targets for ParCNetV2-T against ConvNeXt-T in the same run:
+# time (forward, forward+backward) at most parity, the paper's claim of
+# better than parity as the moonshot, peak training memory at most 1.2x.
+TARGETS = (
+    ('fwd_ms', 'forward', 1.00),
+    ('fwdbwd_ms', 'forward+backward', 1.00),
+    ('fwdbwd_peak_mib', 'peak training memory', 1.20),
+)
+MOONSHOT = 0.90
+TARGET_BACKBONE = 'ParCNetV2-T'
+
+
+def _setting(result: dict) -> str:
+    """What a result measured, in one line."""
+    mode = (f'torch.compile {result["compile"]} '
+            f'({result.get("compile_scope") or "model"})'
+            if result.get('compile') else 'eager')
+    return (f'{result["device_name"]}, torch {result["torch"]}, input '
+            f'{result["input"]}, batch {result["backbone_batch"]}, {mode}')
+
+
+def markdown_backbones(result: dict) -> str:
+    """The backbones part as a Markdown table (ms, median; peak MiB of
+    forward+backward; ratios to ConvNeXt-T in the same run)."""
+    compiled = bool(result.get('compile'))
+    header = [
+        'backbone', 'dtype', 'forward', 'ratio', 'fwd+bwd', 'ratio',
+        'peak MiB', 'ratio'
+    ] + (['first calls, s'] if compiled else [])
+    lines = [
+        f'{_setting(result)} (ms, median; peak MiB of forward+backward)', '',
+        '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)
+    ]
+    for row in result['backbones']:
+        if 'error' in row:
+            cells = [
+                row['backbone'], row['dtype'],
+                f'unavailable: {row["error"][:60]}'
+            ] + [''] * (
+                len(header) - 3)
+        else:
+            cells = [row['backbone'], row['dtype']]
+            for key, spec in (('fwd_ms', '.1f'), ('fwdbwd_ms', '.1f'),
+                              ('fwdbwd_peak_mib', '.0f')):
+                cells += [
+                    _fmt(row.get(key), spec),
+                    _fmt(row.get(ratio_key(key)), '.2f')
+                ]
+            if compiled:
+                cells.append(f'{_fmt(row.get("first_fwd_s"))} + '
+                             f'{_fmt(row.get("first_fwdbwd_s"))}')
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def target_rows(result: dict) -> List[dict]:
+    """ParCNetV2-T's ratios to ConvNeXt-T against the targets, per dtype
+    and measure: ``ratio`` None where either was not measured."""
+    rows = []
+    for row in result.get('backbones', ()):
+        if row['backbone'] != TARGET_BACKBONE or 'error' in row:
+            continue
+        for key, measure, target in TARGETS:
+            ratio = row.get(ratio_key(key))
+            rows.append(
+                dict(
+                    dtype=row['dtype'],
+                    measure=measure,
+                    ratio=ratio,
+                    target=target,
+                    met=None if ratio is None else ratio <= target))
+    return rows
+
+
+def _verdict(row: dict) -> str:
+    if row['ratio'] is None:
+        return 'not measured'
+    if not row['met']:
+        return f'missed by {row["ratio"] / row["target"] - 1:.0%}'
+    if row['measure'] != 'peak training memory' and row['ratio'] <= MOONSHOT:
+        return f'met, and the moonshot ({MOONSHOT:.2f}x)'
+    return 'met'
+
+
+def markdown_targets(result: dict) -> str:
+    """:func:`target_rows` as a Markdown table."""
+    rows = target_rows(result)
+    if not rows:
+        return (f'{_setting(result)}: no {TARGET_BACKBONE} row to compare '
+                'with the targets')
+    lines = [
+        f'{TARGET_BACKBONE} against ConvNeXt-T: {_setting(result)}', '',
+        '| dtype | measure | ratio | target | |', '|---|---|---|---|---|'
+    ]
+    for row in rows:
+        lines.append(f'| {row["dtype"]} | {row["measure"]} | '
+                     f'{_fmt(row["ratio"], ".2f")} | '
+                     f'<= {row["target"]:.2f} | {_verdict(row)} |')
+    return '\n'.join(lines)
+
+
+def markdown_report(result: dict) -> str:
+    """The backbones table and the targets of one result (a result without
+    a backbones part: a line that says so)."""
+    if not result.get('backbones'):
+        return f'{_setting(result)}: no backbones part'
+    return markdown_backbones(result) + '\n\n' + markdown_targets(result)

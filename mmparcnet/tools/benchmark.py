@@ -19,10 +19,15 @@ Three parts, one run (each part's module says what it measures):
    convolution, to see what the rest of the model costs.
 
 It prints a table per part (:mod:`mmparcnet.benchmarks.report`) and writes
-JSON. It needs PyTorch and mmengine (for the backbone's base class);
-ConvNeXt-T and Swin-T come from mmpretrain, or from timm where mmpretrain is
-missing. On a machine with PyTorch alone (such as a bare GPU box), carry
-these wheels and put them on PYTHONPATH: mmengine 0.10.7, addict, yapf,
+JSON. ``--report FILE ...`` measures nothing: it prints earlier results
+(this tool's JSON, or ``.ci/device-benchmark.sh``'s) as Markdown tables for
+the README and docs/speed.md, with ParCNetV2-T's ratios to ConvNeXt-T
+against the speed and memory targets.
+
+It needs PyTorch and mmengine (for the backbone's base class); ConvNeXt-T
+and Swin-T come from mmpretrain, or from timm where mmpretrain is missing.
+On a machine with PyTorch alone (such as a bare GPU box), carry these
+wheels and put them on PYTHONPATH: mmengine 0.10.7, addict, yapf,
 termcolor, platformdirs (timm, numpy, rich, pyyaml and opencv are usually
 there already).
 """
@@ -37,7 +42,7 @@ from mmparcnet.benchmarks.backbones import NO_OVERSIZED_CONV, bench_backbones
 from mmparcnet.benchmarks.conv import bench_oversized_conv
 from mmparcnet.benchmarks.onnx import (ONNX_BACKBONES, bench_onnx,
                                        onnx_providers)
-from mmparcnet.benchmarks.report import print_report
+from mmparcnet.benchmarks.report import markdown_report, print_report
 from mmparcnet.benchmarks.timing import cpu_name
 
 
@@ -128,7 +133,33 @@ def parse_args(argv=None) -> argparse.Namespace:
         'more)')
     parser.add_argument(
         '--json', default=None, help='also write the results to this file')
+    parser.add_argument(
+        '--report',
+        nargs='+',
+        default=None,
+        metavar='JSON',
+        help='measure nothing: print these results (JSON this tool wrote, '
+        'or a list of them) as Markdown tables, with ParCNetV2-T against '
+        'the targets')
     return parser.parse_args(argv)
+
+
+def _load_results(path: str) -> list:
+    """The results in a JSON file this tool wrote (one, or a list)."""
+    try:
+        with open(path) as file:
+            loaded = json.load(file)
+    except OSError as error:
+        raise SystemExit(f'--report: cannot read {path}: {error.strerror}')
+    except ValueError as error:
+        raise SystemExit(f'--report: {path} is not JSON: {error}')
+    results = loaded if isinstance(loaded, list) else [loaded]
+    for result in results:
+        if not isinstance(result, dict) or 'device_name' not in result:
+            raise SystemExit(f'--report: {path} holds no benchmark result '
+                             '(no "device_name"): written by '
+                             'mmparcnet-benchmark --json?')
+    return results
 
 
 def _has_onnxruntime() -> bool:
@@ -154,6 +185,10 @@ def main(argv=None) -> int:
     """Run the parts asked for, print their tables and the JSON (also into
     ``--json``); returns the exit status."""
     args = parse_args(argv)
+    if args.report:
+        results = [r for path in args.report for r in _load_results(path)]
+        print('\n\n'.join(markdown_report(result) for result in results))
+        return 0
     if args.device == 'auto':
         args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
     device = torch.device(args.device)
