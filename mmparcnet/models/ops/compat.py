@@ -13,7 +13,8 @@ Private or unstable operators:
   emits for CPU linear layers (:mod:`.onednn`). Missing in builds without
   oneDNN.
 - ``torch.ops.aten.gelu_backward.grad_input``: GELU's derivative written
-  into a given tensor (:mod:`.gated_linear`'s blocks of rows).
+  into a given tensor (:mod:`.gated_linear`'s blocks of rows, and
+  :mod:`.split_projection`'s channel-major planes).
 - ``torch.ops.aten.unfold_backward``: the adjoint of ``Tensor.unfold``,
   what autograd runs for it, called directly by the matmul path's backward
   (:func:`.oversized.toeplitz.toeplitz_adjoint`) so that no nested autograd
@@ -28,7 +29,8 @@ Workarounds (probed once at import, on the CPU in float32):
   incoming gradient is laid out differently from the input: values of 1e30
   in float32. The spatial gate unit meets that case (GELU on channel-major
   planes, the gradient coming back in another layout), so training diverged
-  at the first step: :func:`gelu` (CPU only).
+  at the first step: :func:`gelu` (CPU only); :mod:`.split_projection`
+  aligns the layouts first there (:data:`GELU_BACKWARD_IS_EXACT`).
 """
 from typing import Optional, Sequence
 

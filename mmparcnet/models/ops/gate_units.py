@@ -74,30 +74,32 @@ def planes_by_onednn(conv: nn.Conv2d, x: Tensor) -> Tensor:
     return planes.view(planes.shape[0], batch, height, width).transpose(0, 1)
 
 
-def gelu_halves(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
+def gate_and_gelu_value(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
     """:func:`planes_by_gemm`'s two halves: the gate, and the value through
     GELU."""
     gate, value = planes_by_gemm(conv, x).chunk(2, dim=1)
     return gate, gelu(value)
 
 
-def gelu_halves_in_place(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
-    """:func:`gelu_halves`, GELU in place."""
+def gate_and_gelu_value_in_place(conv: nn.Conv2d, x: Tensor,
+                                 ctx: Context) -> Tuple:
+    """:func:`gate_and_gelu_value`, GELU in place."""
     gate, value = planes_by_gemm(conv, x).chunk(2, dim=1)
     return gate, gelu_(value)
 
 
-def gelu_halves_onednn(conv: nn.Conv2d, x: Tensor, ctx: Context) -> Tuple:
-    """:func:`gelu_halves_in_place` by :func:`planes_by_onednn`."""
+def gate_and_gelu_value_onednn(conv: nn.Conv2d, x: Tensor,
+                               ctx: Context) -> Tuple:
+    """:func:`gate_and_gelu_value_in_place` by :func:`planes_by_onednn`."""
     gate, value = planes_by_onednn(conv, x).chunk(2, dim=1)
     return gate, gelu_(value)
 
 
-def gelu_halves_for_training(conv: nn.Conv2d, x: Tensor,
-                             ctx: Context) -> Tuple:
-    """:func:`gelu_halves` by :func:`.split_planes_by_gemm`, whose backward
-    reads the halves' gradients where they lie and writes GELU's into
-    channel-major planes."""
+def gate_and_gelu_value_for_training(conv: nn.Conv2d, x: Tensor,
+                                     ctx: Context) -> Tuple:
+    """:func:`gate_and_gelu_value` by :func:`.split_planes_by_gemm`, whose
+    backward reads the halves' gradients where they lie and writes GELU's
+    into channel-major planes."""
     return split_planes_by_gemm(conv, x, ctx.dtype, activation='gelu')
 
 
@@ -169,7 +171,7 @@ def spatial_on_planes(unit: nn.Module,
 def spatial_planes(unit, ctx, x, mix=oversized_plus_local):
     """Public operators only (for tracers)."""
     return spatial_on_planes(
-        unit, ctx, x, project=gelu_halves, finish=gated_rows, mix=mix)
+        unit, ctx, x, project=gate_and_gelu_value, finish=gated_rows, mix=mix)
 
 
 def spatial_planes_in_place(unit, ctx, x, mix=oversized_plus_local):
@@ -178,7 +180,7 @@ def spatial_planes_in_place(unit, ctx, x, mix=oversized_plus_local):
         unit,
         ctx,
         x,
-        project=gelu_halves_in_place,
+        project=gate_and_gelu_value_in_place,
         finish=gated_rows_in_place,
         mix=mix)
 
@@ -189,7 +191,7 @@ def spatial_planes_onednn(unit, ctx, x, mix=oversized_plus_local):
         unit,
         ctx,
         x,
-        project=gelu_halves_onednn,
+        project=gate_and_gelu_value_onednn,
         finish=gated_rows_in_place,
         mix=mix)
 
@@ -201,7 +203,7 @@ def spatial_planes_keeping_less(unit, ctx, x, mix=oversized_plus_local):
         unit,
         ctx,
         x,
-        project=gelu_halves_for_training,
+        project=gate_and_gelu_value_for_training,
         finish=gated_rows_keeping_less,
         mix=mix)
 
@@ -213,7 +215,8 @@ def spatial_planes_triton(unit, ctx, x, mix=oversized_plus_local):
     backward pass. A ``mix`` other than the two convolutions' sum (a
     benchmark's) is gated alone."""
     from .triton.gated_sum import gated_sum_linear  # where Triton runs
-    project = gelu_halves_for_training if ctx.grad else gelu_halves
+    project = (
+        gate_and_gelu_value_for_training if ctx.grad else gate_and_gelu_value)
     gate, value = project(unit.pwconv1, x, ctx)
     if mix is oversized_plus_local:
         first, second = unit.dwconv1(value), unit.local(unit, value)

@@ -39,14 +39,16 @@ def _gelu_backward_as(grad: Tensor, value: Tensor) -> Tensor:
     """``grad * GELU'(value)`` in ``value``'s layout (channel-major planes),
     one pass whatever ``grad``'s layout."""
     out = torch.empty_like(value)
-    if not GELU_BACKWARD_IS_EXACT:  # wrong across layouts (.compat): align
-        grad = out.copy_(grad)
+    if not GELU_BACKWARD_IS_EXACT and value.device.type == 'cpu':
+        grad = out.copy_(grad)  # wrong across layouts there (.compat)
     return gelu_backward_into(grad, value, out=out)
 
 
 class _SplitPlanes(torch.autograd.Function):
-    """``W @ rows^T + b`` into (2C, N, H, W) planes, returned as the NCHW
-    views of its two halves, the second through ``activation``."""
+    """``W @ rows^T + b`` into (2C, N, H, W) planes, returned as its two
+    halves, NCHW views of channel-major memory: the gate, and the value
+    (through ``activation`` where one is given: a new tensor laid out
+    alike)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, activation):
@@ -73,6 +75,7 @@ class _SplitPlanes(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_gate, grad_value):
+        # value: the activation's input, kept only where there is one
         rows, weight, value = ctx.saved_tensors
         needs_x, needs_weight, needs_bias, _ = ctx.needs_input_grad
         if grad_value is not None and value is not None:
@@ -129,7 +132,7 @@ def split_planes_by_gemm(
 
     Returns:
         tuple[Tensor, Tensor]: the gate and the (activated) value, each
-        (N, C, H, W) views of channel-major memory.
+        (N, C, H, W), laid out as channel-major planes.
 
     Raises:
         ValueError: for an unknown activation.

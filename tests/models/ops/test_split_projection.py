@@ -180,14 +180,15 @@ def test_split_planes_refuse_an_unknown_activation():
         split_planes_by_gemm(conv, x, activation='relu')
 
 
-def test_split_planes_under_bf16_autocast_compute_in_bf16():
+@pytest.mark.parametrize('activation', [None, 'gelu'])
+def test_split_planes_under_bf16_autocast_compute_in_bf16(activation):
     conv, x = conv_and_input(True)
     conv.float()
     x = x.float()
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        gate, value = split_planes_by_gemm(conv, x, torch.bfloat16, 'gelu')
+        gate, value = split_planes_by_gemm(conv, x, torch.bfloat16, activation)
     assert gate.dtype == value.dtype == torch.bfloat16
-    expected = torch.cat(plain_halves(conv, x, 'gelu'), dim=1)
+    expected = torch.cat(plain_halves(conv, x, activation), dim=1)
     actual = torch.cat([gate, value], dim=1).float()
     assert ((actual - expected).norm() / expected.norm()) < 1e-2
     (gate.float().sum() + value.float().sum()).backward()
