@@ -18,6 +18,12 @@ def _name_width(rows: List[dict], minimum: int) -> int:
     return max([minimum] + [len(row['backbone']) for row in rows])
 
 
+# the backbones part's measured columns, each followed by its ratio, and
+# how they are printed
+BACKBONE_COLUMNS = (('fwd_ms', '.1f'), ('fwdbwd_ms', '.1f'),
+                    ('fwdbwd_peak_mib', '.0f'))
+
+
 def print_report(result: dict) -> None:
     """Print the device line and a table per part that ran."""
     print(f'\nDevice: {result["device_name"]} ({result["device"]}), torch '
@@ -74,8 +80,7 @@ def print_backbones_report(result: dict) -> None:
                   f'unavailable: {row["error"][:60]}')
             continue
         cells = [f'{row["backbone"]:{width}} {row["dtype"]:5}']
-        for key, spec in (('fwd_ms', '.1f'), ('fwdbwd_ms', '.1f'),
-                          ('fwdbwd_peak_mib', '.0f')):
+        for key, spec in BACKBONE_COLUMNS:
             cells.append(f'{_fmt(row[key], spec):>9} '
                          f'{_fmt(row.get(ratio_key(key)), ".2f"):>6}')
         if result.get('compile') and 'first_fwd_s' in row:
@@ -132,15 +137,15 @@ def print_onnx_profile(rows: List[dict]) -> None:
 
 # -- Markdown, for the README and docs/speed.md -------------------------------
 
-# Issue 28's targets for ParCNetV2-T against ConvNeXt-T in the same run:
-# time (forward, forward+backward) at most parity, the paper's claim of
-# better than parity as the moonshot, peak training memory at most 1.2x.
+# Issue 28's targets for ParCNetV2-T against ConvNeXt-T in the same run, as
+# (measured key, measure, target, moonshot): time (forward,
+# forward+backward) at most parity, the paper's claim of better than parity
+# as the moonshot; peak training memory at most 1.2x.
 TARGETS = (
-    ('fwd_ms', 'forward', 1.00),
-    ('fwdbwd_ms', 'forward+backward', 1.00),
-    ('fwdbwd_peak_mib', 'peak training memory', 1.20),
+    ('fwd_ms', 'forward', 1.00, 0.90),
+    ('fwdbwd_ms', 'forward+backward', 1.00, 0.90),
+    ('fwdbwd_peak_mib', 'peak training memory', 1.20, None),
 )
-MOONSHOT = 0.90
 TARGET_BACKBONE = 'ParCNetV2-T'
 
 
@@ -174,8 +179,7 @@ def markdown_backbones(result: dict) -> str:
                 len(header) - 3)
         else:
             cells = [row['backbone'], row['dtype']]
-            for key, spec in (('fwd_ms', '.1f'), ('fwdbwd_ms', '.1f'),
-                              ('fwdbwd_peak_mib', '.0f')):
+            for key, spec in BACKBONE_COLUMNS:
                 cells += [
                     _fmt(row.get(key), spec),
                     _fmt(row.get(ratio_key(key)), '.2f')
@@ -194,7 +198,7 @@ def target_rows(result: dict) -> List[dict]:
     for row in result.get('backbones', ()):
         if row['backbone'] != TARGET_BACKBONE or 'error' in row:
             continue
-        for key, measure, target in TARGETS:
+        for key, measure, target, moonshot in TARGETS:
             ratio = row.get(ratio_key(key))
             rows.append(
                 dict(
@@ -202,6 +206,7 @@ def target_rows(result: dict) -> List[dict]:
                     measure=measure,
                     ratio=ratio,
                     target=target,
+                    moonshot=moonshot,
                     met=None if ratio is None else ratio <= target))
     return rows
 
@@ -211,8 +216,8 @@ def _verdict(row: dict) -> str:
         return 'not measured'
     if not row['met']:
         return f'missed by {row["ratio"] / row["target"] - 1:.0%}'
-    if row['measure'] != 'peak training memory' and row['ratio'] <= MOONSHOT:
-        return f'met, and the moonshot ({MOONSHOT:.2f}x)'
+    if row['moonshot'] is not None and row['ratio'] <= row['moonshot']:
+        return f'met, and the moonshot ({row["moonshot"]:.2f}x)'
     return 'met'
 
 

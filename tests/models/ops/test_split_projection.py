@@ -123,35 +123,32 @@ def test_split_planes_come_out_as_channel_major_views(activation):
     assert gate.stride() == value.stride() == (15, 30, 5, 1)
 
 
-def test_split_planes_take_the_gradients_back_without_concatenating():
-    conv, x = conv_and_input(True)
-    x.requires_grad_(True)
-    gate, value = split_planes_by_gemm(conv, x)
-    # the gate's gradient channel-major, as the gated projection writes it
-    grad = torch.ones(4, 2, 3, 5, dtype=torch.float64).transpose(0, 1)
+def backward_ops(halves_of, conv, x):
+    """The operators of the backward pass of ``halves_of(conv, x)``, the
+    gate's gradient channel-major (as the gated projection writes it), the
+    value's NCHW (as the 7x7 convolution's backward leaves it)."""
+    halves = list(halves_of(conv, x.detach().requires_grad_(True)))
+    grads = [
+        torch.ones(4, 2, 3, 5, dtype=torch.float64).transpose(0, 1),
+        torch.ones(2, 4, 3, 5, dtype=torch.float64)
+    ]
     with profile() as prof:
-        torch.autograd.backward(
-            [gate, value],
-            [grad, torch.ones(2, 4, 3, 5, dtype=torch.float64)])
-    ops = [event.name for event in prof.events()]
+        torch.autograd.backward(halves, grads)
+    return [event.name for event in prof.events()]
+
+
+def test_split_planes_take_the_gradients_back_without_concatenating():
+    ops = backward_ops(split_planes_by_gemm, *conv_and_input(True))
     assert 'aten::cat' not in ops
     # only the NCHW gradient is copied to planes
     assert ops.count('aten::clone') == 1
 
 
 def test_split_planes_take_gelus_gradient_back_as_planes_in_one_pass():
-    """The value's gradient in NCHW memory (as the 7x7 convolution's
-    backward leaves it) goes through GELU's backward into channel-major
-    planes: no copy after it."""
+    """The value's gradient in NCHW memory goes through GELU's backward
+    into channel-major planes: no copy after it."""
     conv, x = conv_and_input(True)
-    x.requires_grad_(True)
-    gate, value = split_planes_by_gemm(conv, x, activation='gelu')
-    grad = torch.ones(4, 2, 3, 5, dtype=torch.float64).transpose(0, 1)
-    with profile() as prof:
-        torch.autograd.backward(
-            [gate, value],
-            [grad, torch.ones(2, 4, 3, 5, dtype=torch.float64)])
-    ops = [event.name for event in prof.events()]
+    ops = backward_ops(fused('gelu'), conv, x)
     assert ops.count('aten::gelu_backward') == 1
     assert 'aten::clone' not in ops
     # (where GELU's backward needs one layout, the gradient is copied
@@ -159,11 +156,8 @@ def test_split_planes_take_gelus_gradient_back_as_planes_in_one_pass():
     aligned = 0 if split_projection.GELU_BACKWARD_IS_EXACT else 1
     assert ops.count('aten::copy_') == aligned
     # against the unfused form, whose GELU backward is followed by a copy
-    with profile() as prof:
-        torch.autograd.backward(
-            list(gemm_halves(conv, x, 'gelu')),
-            [grad, torch.ones(2, 4, 3, 5, dtype=torch.float64)])
-    assert 'aten::clone' in [event.name for event in prof.events()]
+    unfused = functools.partial(gemm_halves, activation='gelu')
+    assert 'aten::clone' in backward_ops(unfused, conv, x)
 
 
 def test_split_planes_gelu_where_its_backward_needs_one_layout(monkeypatch):
