@@ -22,7 +22,9 @@ env-new-end:
 demo: env
 	.venv/bin/mmparcnet-demo
 
-test: lint test-pinned test-old-end test-new-end
+# the three venvs first: a machine short of disk space stops within minutes,
+# not after the pinned stack's tests
+test: env env-old-end env-new-end lint test-pinned test-old-end test-new-end
 
 # flake8, isort, yapf and codespell with the settings in setup.cfg (what
 # .pre-commit-config.yaml runs)
